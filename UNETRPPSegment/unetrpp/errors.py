@@ -1,0 +1,55 @@
+"""Errors a user can act on. Each message is one line naming the problem and, where possible, the fix.
+
+The CLI prints any :class:`UnetrppError` without a traceback and exits with status 2; every other
+exception is a bug in this package and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "UnetrppError",
+    "InputImageError",
+    "ModelNotFoundError",
+    "CheckpointError",
+    "CheckpointMismatchError",
+    "UnsafeCheckpointError",
+    "DownloadError",
+    "OutputExistsError",
+    "Cancelled",
+]
+
+
+class UnetrppError(Exception):
+    """Base class: something the user can fix (bad input, missing weights, existing output)."""
+
+
+class InputImageError(UnetrppError):
+    """The input image cannot be segmented: unreadable, wrong dimension, NaN voxels, absurd spacing."""
+
+
+class ModelNotFoundError(UnetrppError):
+    """No model of that name, or its weights are not installed."""
+
+
+class CheckpointError(UnetrppError):
+    """A weights file is not a checkpoint, is truncated, or lacks what inference needs."""
+
+
+class CheckpointMismatchError(CheckpointError):
+    """A checkpoint's keys or shapes do not fit the network it is loaded into."""
+
+
+class UnsafeCheckpointError(CheckpointError):
+    """A checkpoint or plans file asks to unpickle something other than plain data."""
+
+
+class DownloadError(UnetrppError):
+    """Weights could not be downloaded or failed verification."""
+
+
+class OutputExistsError(UnetrppError):
+    """The output file or node exists and overwriting was not asked for."""
+
+
+class Cancelled(UnetrppError):
+    """The user cancelled a running job; not a failure."""
