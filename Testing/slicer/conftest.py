@@ -1,5 +1,8 @@
-"""Set-up for the Slicer module's tests: make ``UNETRPPSegmentLib`` importable (the module's folder is
-on ``sys.path`` inside Slicer, so the tests do the same)."""
+"""Set-up for the Slicer module's tests.
+
+``UNETRPPSegmentLib`` becomes importable (inside Slicer the module's folder is on ``sys.path``), and
+the shared real-Slicer-core fixture ``slicer_app`` (``Testing/slicer_harness.py``) is made available.
+"""
 
 from __future__ import annotations
 
@@ -9,3 +12,5 @@ from pathlib import Path
 MODULE_DIR = Path(__file__).resolve().parents[2] / "UNETRPPSegment"
 if str(MODULE_DIR) not in sys.path:
     sys.path.insert(0, str(MODULE_DIR))
+
+from slicer_harness import slicer_app  # noqa: E402, F401  (pytest fixture)
