@@ -1,0 +1,403 @@
+"""Read clinical volumes with SimpleITK and refuse, in one line, anything that cannot be segmented.
+
+Supported inputs: NIfTI (``.nii``, ``.nii.gz``), NRRD/NHDR, MetaImage (``.mha``, ``.mhd``) and a folder
+holding a DICOM series. SimpleITK is the only reader, so every file gets the same (LPS) geometry
+convention; we never fall back to a second library that could disagree on orientation.
+
+DICOM choices, and why:
+
+* A folder may hold several series. We take the one with the most slices, or the one ``series_uid``
+  names. Two largest series of equal size are ambiguous: the error lists every UID with its slice count,
+  so the user can pass ``--series UID``. Non-image objects (SEG, RTSTRUCT, SR, ...) are never candidates.
+* **Gantry-tilted series are refused.** Their slices are stacked along a direction that is not
+  perpendicular to the slice plane (a sheared grid). SimpleITK still returns an orthogonal grid, so
+  every slice after the first would sit at the wrong physical place, and so would the mask. Regularise
+  the series first (Slicer's DICOM "acquisition geometry regularization", or dcm2niix) and segment the
+  resulting volume.
+* **Series with variable slice spacing or missing slices are refused** for the same reason: a regular
+  grid cannot hold them without moving slices. Both checks compare every slice's Image Position
+  (Patient) with the grid SimpleITK built; a deviation above 10 % of the smallest voxel spacing refuses.
+
+Volumes are checked for what would break preprocessing or silently give nonsense: 3D (a 3D file with a
+single slice along any axis is refused as effectively 2D; two or more slices are accepted, so a
+3-slice CT works), one scalar value per voxel, finite values, positive spacing between 1e-3 and 50 mm,
+orthonormal direction cosines, and not every voxel equal.
+"""
+
+from __future__ import annotations
+
+import gzip
+import logging
+import os
+import struct
+import zlib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+import SimpleITK as sitk
+
+from unetrpp.errors import InputImageError
+
+__all__ = ["read_image", "read_inputs", "validate_image", "MIN_SPACING_MM", "MAX_SPACING_MM"]
+
+logger = logging.getLogger(__name__)
+
+PathLike = str | os.PathLike[str]
+
+MIN_SPACING_MM = 1e-3
+MAX_SPACING_MM = 50.0
+SUPPORTED = "NIfTI, NRRD/NHDR, MHA/MHD or a DICOM series folder"
+
+# Relative tolerance for "all channels share one grid" and DICOM slice placement, in voxels.
+_GRID_TOLERANCE_VOXELS = 0.1
+_DIRECTION_TOLERANCE = 1e-4
+_NIFTI2_HEADER_BYTES = 540
+_NON_IMAGE_MODALITIES = frozenset(
+    {"SEG", "RTSTRUCT", "RTPLAN", "RTDOSE", "RTRECORD", "SR", "PR", "KO", "REG"}
+)
+
+
+def read_image(path: PathLike, *, series_uid: str | None = None) -> sitk.Image:
+    """Read one 3D scalar volume from a file or a DICOM series folder and validate it.
+
+    Args:
+        path: image file (NIfTI, NRRD/NHDR, MHA/MHD) or a folder holding a DICOM series.
+        series_uid: DICOM only: the Series Instance UID to read when the folder holds several series.
+
+    Returns:
+        The image as stored (pixel type and geometry unchanged; a 4D file whose 4th axis has size 1
+        is returned as its 3D volume).
+
+    Raises:
+        InputImageError: the path is missing or unreadable, or the volume fails :func:`validate_image`.
+    """
+    image = _read_raw(Path(path), series_uid)
+    return validate_image(image, name=str(path))
+
+
+def read_inputs(
+    paths: PathLike | Sequence[PathLike],
+    num_channels: int,
+    *,
+    series_uid: str | None = None,
+    channel_names: Sequence[str] | None = None,
+    model_name: str | None = None,
+) -> list[sitk.Image]:
+    """Read the input channels of one case and check that they share a single voxel grid.
+
+    A single 4D file (or vector image) whose last axis (or component count) equals ``num_channels``
+    is split into its channels, in stored order, as the Medical Segmentation Decathlon stores BraTS.
+
+    Args:
+        paths: one path per channel, in the order the model expects (``channel_names``).
+        num_channels: how many channels the model takes.
+        series_uid: passed to :func:`read_image` for every DICOM folder.
+        channel_names, model_name: only used to make the error messages precise.
+
+    Returns:
+        One validated 3D image per channel.
+
+    Raises:
+        InputImageError: wrong number of inputs, unreadable or invalid input, or channels on different grids.
+    """
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    paths = list(paths)
+    who = f"model {model_name}" if model_name else "the model"
+    names = f" ({', '.join(channel_names)})" if channel_names else ""
+    plural = "input" if num_channels == 1 else "inputs"
+    count_error = f"{who} needs {num_channels} {plural}{names}, got {len(paths)}"
+    if len(paths) == 1 and num_channels > 1:
+        raw = _read_raw(Path(paths[0]), series_uid)
+        channels = _split_channels(raw, num_channels)
+        if channels is None:
+            raise InputImageError(f"{count_error}: {paths[0]} holds a single volume")
+        images = [validate_image(c, name=f"{paths[0]} channel {i + 1}") for i, c in enumerate(channels)]
+        return images
+    if len(paths) != num_channels:
+        raise InputImageError(count_error)
+    images = [read_image(p, series_uid=series_uid) for p in paths]
+    _check_same_grid(images, [str(p) for p in paths])
+    return images
+
+
+def validate_image(image: sitk.Image, name: str = "input image") -> sitk.Image:
+    """Check that ``image`` is a segmentable 3D scalar volume; return it (3D view of a 1-frame 4D image).
+
+    Raises:
+        InputImageError: naming ``name`` and the first problem found.
+    """
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        raise InputImageError(
+            f"{name} has {image.GetNumberOfComponentsPerPixel()} values per voxel (vector/RGB image); "
+            "a single-channel 3D volume is needed (pass each channel as its own file)"
+        )
+    if "complex" in image.GetPixelIDTypeAsString():
+        raise InputImageError(f"{name} has complex-valued voxels; a real-valued 3D volume is needed")
+    size = image.GetSize()
+    if image.GetDimension() == 4 and size[3] == 1:
+        image = image[:, :, :, 0]
+        size = image.GetSize()
+    if image.GetDimension() == 2:
+        raise InputImageError(f"{name} is a 2D image (size {_fmt_size(size)}); a 3D volume is needed")
+    if image.GetDimension() != 3:
+        raise InputImageError(
+            f"{name} is {image.GetDimension()}D (size {_fmt_size(size)}); a single 3D volume is needed "
+            "(pass each channel or time point as its own 3D file)"
+        )
+    if min(size) < 2:
+        raise InputImageError(
+            f"{name} is a single slice (size {_fmt_size(size)}); a 3D volume with at least 2 slices is needed"
+        )
+    spacing = image.GetSpacing()
+    if not all(np.isfinite(spacing)) or min(spacing) < MIN_SPACING_MM or max(spacing) > MAX_SPACING_MM:
+        raise InputImageError(
+            f"{name} has voxel spacing {_fmt_vec(spacing)} mm; each spacing must lie between "
+            f"{MIN_SPACING_MM:g} and {MAX_SPACING_MM:g} mm (fix the header)"
+        )
+    direction = np.array(image.GetDirection(), dtype=float).reshape(3, 3)
+    if not np.all(np.isfinite(direction)) or np.abs(direction.T @ direction - np.eye(3)).max() > 1e-3:
+        raise InputImageError(
+            f"{name} has non-orthonormal direction cosines (a sheared grid); fix the header"
+        )
+    if not all(np.isfinite(image.GetOrigin())):
+        raise InputImageError(f"{name} has a non-finite origin {_fmt_vec(image.GetOrigin())}")
+    array = sitk.GetArrayViewFromImage(image)
+    if np.issubdtype(array.dtype, np.floating):
+        finite = np.isfinite(array)
+        if not finite.all():
+            bad = int(finite.size - np.count_nonzero(finite))
+            raise InputImageError(f"{name} has {bad} NaN or infinite voxels; replace them before segmenting")
+    low, high = array.min(), array.max()
+    if low == high:
+        raise InputImageError(f"{name} is empty: every voxel has the value {low:g}")
+    return image
+
+
+def _read_raw(path: Path, series_uid: str | None) -> sitk.Image:
+    if not path.exists():
+        raise InputImageError(f"input not found: {path}")
+    if path.is_dir():
+        return _read_dicom_series(path, series_uid)
+    if path.name.lower().endswith((".nii", ".nii.gz")):
+        _check_nifti_complete(path)
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        image = reader.Execute()
+    except RuntimeError as error:
+        if "spacing" in str(error).lower():
+            raise InputImageError(
+                f"{path} has zero or invalid voxel spacing in its header; fix the header"
+            ) from error
+        raise InputImageError(f"cannot read {path}: not a readable {SUPPORTED} (file damaged?)") from error
+    if _is_dicom_file(path):
+        modality = reader.GetMetaData("0008|0060").strip() if reader.HasMetaDataKey("0008|0060") else ""
+        if modality.upper() in _NON_IMAGE_MODALITIES:
+            raise InputImageError(
+                f"{path} is a DICOM {modality} object, not an image; pass the image series folder"
+            )
+        if image.GetDimension() == 2 or min(image.GetSize()) < 2:
+            raise InputImageError(
+                f"{path} is a single DICOM slice; pass the folder that holds the whole series"
+            )
+    return image
+
+
+def _check_nifti_complete(path: Path) -> None:
+    """Refuse a truncated NIfTI file: ITK's reader fills the missing voxels with zeros without a word."""
+    try:
+        with _open_maybe_gzip(path) as stream:
+            header = stream.read(_NIFTI2_HEADER_BYTES)
+            expected = _nifti_expected_bytes(header)
+            if expected is None:
+                return  # not a NIfTI header we know; let SimpleITK judge the file
+            available = len(header)
+            while chunk := stream.read(1 << 24):
+                available += len(chunk)
+    except (OSError, EOFError, zlib.error) as error:
+        raise InputImageError(f"cannot read {path}: the compressed data is damaged or cut short") from error
+    if available < expected:
+        raise InputImageError(
+            f"cannot read {path}: the file is truncated ({available} of {expected} bytes); copy it again"
+        )
+
+
+def _open_maybe_gzip(path: Path) -> BinaryIO:
+    with path.open("rb") as probe:
+        magic = probe.read(2)
+    return gzip.open(path, "rb") if magic == b"\x1f\x8b" else path.open("rb")  # type: ignore[return-value]
+
+
+def _nifti_expected_bytes(header: bytes) -> int | None:
+    """vox_offset + voxel bytes from a NIfTI-1 or NIfTI-2 header, or None if ``header`` is neither."""
+    for endian in "<>":
+        if len(header) >= 348 and struct.unpack(endian + "i", header[:4])[0] == 348:
+            dims = struct.unpack(endian + "8h", header[40:56])
+            bitpix = struct.unpack(endian + "h", header[72:74])[0]
+            offset = int(struct.unpack(endian + "f", header[108:112])[0])
+        elif len(header) >= _NIFTI2_HEADER_BYTES and struct.unpack(endian + "i", header[:4])[0] == 540:
+            bitpix = struct.unpack(endian + "h", header[14:16])[0]
+            dims = struct.unpack(endian + "8q", header[16:80])
+            offset = struct.unpack(endian + "q", header[168:176])[0]
+        else:
+            continue
+        if not 1 <= dims[0] <= 7 or bitpix <= 0:
+            return None
+        voxels = int(np.prod([max(int(d), 1) for d in dims[1 : dims[0] + 1]], dtype=np.int64))
+        return max(offset, 0) + voxels * bitpix // 8
+    return None
+
+
+def _is_dicom_file(path: Path) -> bool:
+    with path.open("rb") as stream:
+        stream.seek(128)
+        return stream.read(4) == b"DICM"
+
+
+def _read_dicom_series(folder: Path, series_uid: str | None) -> sitk.Image:
+    series = _image_series(folder)
+    if not series:
+        hint = (
+            "; subfolders are not searched: pass the series folder itself" if _has_subfolders(folder) else ""
+        )
+        raise InputImageError(f"no DICOM image series found in folder {folder}{hint}")
+    listing = ", ".join(f"{uid or '<no UID>'} ({len(files)} slices)" for uid, files in series.items())
+    if series_uid is not None:
+        if series_uid not in series:
+            raise InputImageError(f"no DICOM series {series_uid} in {folder}; available: {listing}")
+        uid = series_uid
+    else:
+        counts = sorted((len(files) for files in series.values()), reverse=True)
+        if len(counts) > 1 and counts[0] == counts[1]:
+            raise InputImageError(
+                f"{folder} holds several DICOM series of equal size; choose one with --series UID: {listing}"
+            )
+        uid = max(series, key=lambda key: len(series[key]))
+    files = series[uid]
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(files)
+    reader.MetaDataDictionaryArrayUpdateOn()
+    warnings_shown = sitk.ProcessObject.GetGlobalWarningDisplay()
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)  # we diagnose irregular slices ourselves, below
+    try:
+        image = reader.Execute()
+    except RuntimeError as error:
+        raise InputImageError(f"cannot read DICOM series {uid} in {folder} (damaged files?)") from error
+    finally:
+        sitk.ProcessObject.SetGlobalWarningDisplay(warnings_shown)
+    if len(files) > 1:
+        _check_slice_geometry(image, reader, f"DICOM series {uid} in {folder}")
+    logger.info("read DICOM series %s (%d files) from %s", uid, len(files), folder)
+    return image
+
+
+def _has_subfolders(folder: Path) -> bool:
+    return any(child.is_dir() for child in folder.iterdir())
+
+
+def _image_series(folder: Path) -> dict[str, list[str]]:
+    """Series UID -> sorted file names, for every series in ``folder`` that holds image pixels."""
+    series: dict[str, list[str]] = {}
+    for uid in sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)):
+        files = list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), uid))
+        if not files:
+            continue
+        header = sitk.ImageFileReader()
+        header.SetFileName(files[0])
+        try:
+            header.ReadImageInformation()
+        except RuntimeError:
+            logger.info("skipping DICOM series %s: no readable image in %s", uid, files[0])
+            continue
+        modality = header.GetMetaData("0008|0060").strip() if header.HasMetaDataKey("0008|0060") else ""
+        if modality.upper() in _NON_IMAGE_MODALITIES:
+            logger.info("skipping DICOM series %s: modality %s holds no image", uid, modality)
+            continue
+        series[uid] = files
+    return series
+
+
+def _check_slice_geometry(image: sitk.Image, reader: sitk.ImageSeriesReader, name: str) -> None:
+    """Refuse a series whose slices do not sit where the regular grid SimpleITK built puts them."""
+    if image.GetDimension() != 3 or image.GetSize()[2] != len(reader.GetFileNames()):
+        return  # multi-frame files: GDCM placed the frames itself
+    positions, orientations = [], []
+    for k in range(image.GetSize()[2]):
+        if not (reader.HasMetaDataKey(k, "0020|0032") and reader.HasMetaDataKey(k, "0020|0037")):
+            logger.warning("%s: slice %d has no position/orientation tags; geometry not checked", name, k)
+            return
+        positions.append(_numbers(reader.GetMetaData(k, "0020|0032")))
+        orientations.append(_numbers(reader.GetMetaData(k, "0020|0037")))
+    positions_mm = np.array(positions)
+    if any(len(o) != 6 for o in orientations) or positions_mm.shape[1] != 3:
+        return
+    if np.abs(np.array(orientations) - orientations[0]).max() > 1e-3:
+        raise InputImageError(f"{name} mixes slices of different orientations (a localizer?); not one volume")
+    expected = np.array([image.TransformIndexToPhysicalPoint((0, 0, k)) for k in range(len(positions))])
+    deviation = np.linalg.norm(positions_mm - expected, axis=1).max()
+    tolerance = _GRID_TOLERANCE_VOXELS * min(image.GetSpacing())
+    if deviation <= tolerance:
+        return
+    normal = np.array(image.GetDirection()).reshape(3, 3)[:, 2]
+    steps = np.diff(positions_mm, axis=0)
+    along = steps @ normal
+    across = np.linalg.norm(steps - np.outer(along, normal), axis=1)
+    tilt_deg = float(np.degrees(np.arctan2(across.max(), np.abs(along).max())))
+    if across.max() > tolerance:
+        raise InputImageError(
+            f"{name} is gantry-tilted ({tilt_deg:.1f} deg: slices not stacked perpendicular to their plane); "
+            "regularise it first (Slicer DICOM acquisition geometry regularization, or dcm2niix)"
+        )
+    raise InputImageError(
+        f"{name} has irregular slice spacing ({np.abs(along).min():.3g} to {np.abs(along).max():.3g} mm; "
+        "missing or duplicate slices?); resample it to a regular grid first"
+    )
+
+
+def _split_channels(image: sitk.Image, num_channels: int) -> list[sitk.Image] | None:
+    """The channels of a 4D image (last axis) or vector image; None unless it holds ``num_channels``."""
+    if image.GetNumberOfComponentsPerPixel() == num_channels and image.GetDimension() == 3:
+        return [sitk.VectorIndexSelectionCast(image, c) for c in range(num_channels)]
+    if image.GetDimension() == 4 and image.GetSize()[3] == num_channels:
+        return [image[:, :, :, c] for c in range(num_channels)]
+    return None
+
+
+def _check_same_grid(images: Sequence[sitk.Image], names: Sequence[str]) -> None:
+    first = images[0]
+    spacing0 = np.array(first.GetSpacing())
+    for image, name in zip(images[1:], names[1:], strict=True):
+        problem = None
+        if image.GetSize() != first.GetSize():
+            problem = f"size {_fmt_size(image.GetSize())} vs {_fmt_size(first.GetSize())}"
+        elif np.abs(np.array(image.GetSpacing()) - spacing0).max() > 1e-4 * spacing0.max():
+            problem = f"spacing {_fmt_vec(image.GetSpacing())} vs {_fmt_vec(first.GetSpacing())} mm"
+        elif (
+            np.abs(np.array(image.GetOrigin()) - first.GetOrigin()).max()
+            > _GRID_TOLERANCE_VOXELS * spacing0.min()
+        ):
+            problem = f"origin {_fmt_vec(image.GetOrigin())} vs {_fmt_vec(first.GetOrigin())} mm"
+        elif np.abs(np.array(image.GetDirection()) - first.GetDirection()).max() > _DIRECTION_TOLERANCE:
+            problem = f"direction {_fmt_vec(image.GetDirection())} vs {_fmt_vec(first.GetDirection())}"
+        if problem:
+            raise InputImageError(
+                f"input {name} is not on the grid of {names[0]}: {problem}; resample it onto the first input"
+            )
+
+
+def _numbers(text: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split("\\") if v.strip()]
+    except ValueError:
+        return []
+
+
+def _fmt_size(size: Sequence[int]) -> str:
+    return "x".join(str(s) for s in size)
+
+
+def _fmt_vec(values: Sequence[float]) -> str:
+    return "(" + ", ".join(f"{v:.4g}" for v in values) + ")"
