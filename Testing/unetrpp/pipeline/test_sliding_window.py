@@ -1,0 +1,222 @@
+"""Sliding-window inference with a tiny real UNETR++: same probabilities as MONAI's own
+``sliding_window_inference``, exact mirroring, exact constant-tile reuse, progress, mode restoring."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from unetrpp.errors import UnetrppError
+from unetrpp.events import ProgressEvent
+from unetrpp.pipeline.sliding_window import (
+    Accumulation,
+    Precision,
+    SlidingWindowConfig,
+    gaussian_importance_map,
+    plan_tiles,
+    predict_sliding_window,
+    tile_starts,
+)
+
+PATCH = (16, 32, 32)
+EXACT = SlidingWindowConfig(accumulation=Accumulation.FLOAT32, skip_empty_tiles=False)
+
+
+@pytest.fixture(scope="module")
+def network():
+    from unetrpp.network import build_network
+
+    torch.manual_seed(0)
+    net = build_network(
+        "synapse",
+        patch_size=PATCH,
+        feature_size=4,
+        dims=(8, 16, 32, 64),
+        out_channels=3,
+        deep_supervision=False,
+    )
+    return net.eval()
+
+
+def _volume(shape_zyx, seed=0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(1, *shape_zyx)).astype(np.float32)
+
+
+def _monai_reference(network, array: np.ndarray) -> torch.Tensor:
+    from monai.inferers import sliding_window_inference
+
+    def predictor(batch: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(network(batch), dim=1)
+
+    with torch.inference_mode():
+        result = sliding_window_inference(
+            torch.from_numpy(array)[None],
+            roi_size=PATCH,
+            sw_batch_size=2,
+            predictor=predictor,
+            overlap=0.5,
+            mode="gaussian",
+            sigma_scale=0.125,
+            padding_mode="constant",
+            cval=0.0,
+        )
+    return result[0]
+
+
+def test_tile_starts_worked_example_and_border_cases():
+    assert tile_starts(110, 64, 0.5) == (0, 32, 46)
+    assert tile_starts(64, 64, 0.5) == (0,)
+    assert tile_starts(128, 64, 0.5) == (0, 32, 64)
+    assert tile_starts(65, 64, 0.0) == (0, 1)
+
+
+@pytest.mark.parametrize("size", [16, 17, 31, 32, 33, 47, 48, 100, 129])
+@pytest.mark.parametrize("overlap", [0.0, 0.25, 0.5, 0.75], ids=["o0", "o25", "o50", "o75"])
+def test_tile_starts_equal_monai_dense_patch_slices(size, overlap):
+    from monai.data.utils import dense_patch_slices
+    from monai.inferers.utils import _get_scan_interval
+
+    patch = 16
+    interval = _get_scan_interval((size,), (patch,), 1, (overlap,))
+    expected = tuple(s[0].start for s in dense_patch_slices((size,), (patch,), interval))
+    assert tile_starts(size, patch, overlap) == expected
+
+
+def test_gaussian_map_is_separable_with_sigma_an_eighth_of_the_patch():
+    weights = gaussian_importance_map(PATCH).numpy()
+    axes = []
+    for size in PATCH:
+        offsets = np.arange(size) - (size - 1) / 2  # centred between the two middle voxels
+        axes.append(np.exp(-(offsets**2) / (2 * (size / 8) ** 2)))
+    expected = np.maximum(axes[0][:, None, None] * axes[1][None, :, None] * axes[2][None, None, :], 1e-3)
+    np.testing.assert_allclose(weights, expected, rtol=1e-5, atol=0)
+
+
+@pytest.mark.parametrize(
+    "shape_zyx",
+    [(24, 48, 40), (10, 20, 40)],
+    ids=["larger-than-patch", "smaller-than-patch-padded"],
+)
+def test_probabilities_equal_monai_sliding_window_inference(network, shape_zyx):
+    array = _volume(shape_zyx)
+    expected = _monai_reference(network, array)
+    result = predict_sliding_window(network, array, SlidingWindowConfig(accumulation="float32", batch_size=3))
+    assert result.shape == (3, *shape_zyx)
+    assert result.dtype == torch.float32
+    torch.testing.assert_close(result, expected, atol=1e-5, rtol=0)
+    torch.testing.assert_close(result.sum(0), torch.ones(shape_zyx), atol=1e-5, rtol=0)
+
+
+def test_float16_accumulation_stays_close_to_float32(network):
+    array = _volume((24, 48, 40), seed=1)
+    exact = predict_sliding_window(network, array, EXACT)
+    half = predict_sliding_window(network, array, SlidingWindowConfig(skip_empty_tiles=False))
+    assert half.dtype == torch.float16
+    assert (half.float() - exact).abs().max().item() < 5e-3
+    assert (half.argmax(0) == exact.argmax(0)).float().mean().item() > 0.999
+
+
+def test_mirroring_equals_the_mean_over_the_eight_flipped_volumes(network):
+    # A shape whose tile starts are symmetric (z: 0, 8; y: 0, 16; x: 0), so flipping the volume flips
+    # the tiling too and the two computations must agree.
+    shape = (24, 48, 32)
+    array = _volume(shape, seed=2)
+    mirrored = predict_sliding_window(
+        network, array, SlidingWindowConfig(use_mirroring=True, accumulation="float32")
+    )
+    total = torch.zeros_like(mirrored)
+    for flips in [(), (1,), (2,), (3,), (1, 2), (1, 3), (2, 3), (1, 2, 3)]:
+        flipped = np.ascontiguousarray(np.flip(array, flips)) if flips else array
+        plain = predict_sliding_window(network, flipped, EXACT)
+        total += torch.flip(plain, flips) if flips else plain
+    torch.testing.assert_close(mirrored, total / 8, atol=1e-5, rtol=0)
+
+
+def test_constant_tiles_are_predicted_once_without_changing_the_result(network):
+    shape = (24, 48, 72)
+    array = np.full((1, *shape), -1.5, dtype=np.float32)  # "air" clipped by the CT normalisation
+    array[:, :, :, :20] = _volume((24, 48, 20), seed=3)  # a body only at one end of the x axis
+    calls = []
+    handle = network.register_forward_hook(lambda module, args, output: calls.append(args[0].shape[0]))
+    try:
+        reused = predict_sliding_window(network, array, SlidingWindowConfig(accumulation="float32"))
+        tiles_run_with_reuse = sum(calls)
+        calls.clear()
+        full = predict_sliding_window(network, array, EXACT)
+        tiles_run_without = sum(calls)
+    finally:
+        handle.remove()
+    assert tiles_run_without == len(plan_tiles(shape, PATCH, 0.5))
+    assert tiles_run_with_reuse < tiles_run_without
+    torch.testing.assert_close(reused, full, atol=1e-5, rtol=0)
+
+
+def test_progress_counts_every_tile_in_order_with_the_total_known_up_front(network):
+    shape = (24, 48, 40)
+    events = []
+    predict_sliding_window(network, _volume(shape), SlidingWindowConfig(batch_size=3), on_event=events.append)
+    progress = [e for e in events if isinstance(e, ProgressEvent)]
+    total = len(plan_tiles(shape, PATCH, 0.5))
+    assert total == 8
+    assert {e.total for e in progress} == {total}
+    assert {e.stage for e in progress} == {"inference"}
+    assert [e.done for e in progress] == [0, 3, 6, 8]
+
+
+def test_network_mode_and_deep_supervision_are_restored(network):
+    network.train()
+    network.deep_supervision = True
+    try:
+        result = predict_sliding_window(network, _volume((16, 32, 32)), EXACT)
+        assert result.shape == (3, 16, 32, 32)
+        assert network.training
+        assert network.deep_supervision is True
+    finally:
+        network.deep_supervision = False
+        network.eval()
+
+
+def test_bf16_on_cpu_gives_probabilities_close_to_fp32(network):
+    array = _volume((16, 32, 32), seed=4)
+    exact = predict_sliding_window(network, array, EXACT)
+    bf16 = predict_sliding_window(network, array, SlidingWindowConfig(precision=Precision.BF16))
+    torch.testing.assert_close(bf16.float().sum(0), torch.ones(16, 32, 32), atol=5e-3, rtol=0)
+    assert (bf16.float() - exact).abs().mean().item() < 0.05
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "fragment"),
+    [
+        ({"overlap": 1.0}, "overlap must be in [0, 1)"),
+        ({"batch_size": 0}, "batch size"),
+        ({"precision": "fp8"}, "unknown precision 'fp8'"),
+        ({"accumulation": "int8"}, "accumulation dtype"),
+        ({"mirror_axes": (0, 3)}, "mirror axes"),
+    ],
+    ids=["overlap", "batch", "precision", "accumulation", "mirror-axes"],
+)
+def test_bad_config_is_refused_with_the_value(kwargs, fragment):
+    with pytest.raises(
+        UnetrppError, match=fragment.replace("[", r"\[").replace("(", r"\(").replace(")", r"\)")
+    ):
+        SlidingWindowConfig(**kwargs)
+
+
+def test_fp16_on_cpu_and_wrong_channel_count_are_refused(network):
+    with pytest.raises(UnetrppError, match="fp16 precision needs a CUDA device"):
+        predict_sliding_window(network, _volume((16, 32, 32)), SlidingWindowConfig(precision="fp16"))
+    with pytest.raises(UnetrppError, match="expects 1 input channel"):
+        predict_sliding_window(network, np.zeros((2, 16, 32, 32), np.float32), EXACT)
+
+
+@pytest.mark.gpu
+def test_cuda_fp16_matches_cpu_fp32(network):
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    array = _volume((24, 48, 40), seed=5)
+    exact = predict_sliding_window(network, array, EXACT)
+    gpu = predict_sliding_window(network, array, SlidingWindowConfig(precision="fp16"), device="cuda")
+    network.cpu()
+    assert gpu.device.type == "cpu"
+    assert (gpu.argmax(0) == exact.argmax(0)).float().mean().item() > 0.99
