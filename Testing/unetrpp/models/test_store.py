@@ -1,0 +1,236 @@
+"""The weights cache: layout under UNETRPP_HOME, records, verification, concurrency, import and remove."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from pathlib import Path
+
+import platformdirs
+import pytest
+import torch
+from loopback_http import LoopbackServer, Route
+from unetrpp.errors import (
+    CheckpointError,
+    CheckpointMismatchError,
+    DownloadError,
+    ModelNotFoundError,
+    OutputExistsError,
+    UnetrppError,
+)
+from unetrpp.models import store
+from unetrpp.models.cards import ModelCard, WeightsSource
+from unetrpp.models.registry import find_card
+from unetrpp.network import build_network
+
+
+@pytest.fixture(autouse=True)
+def home(tmp_path, monkeypatch) -> Path:
+    for name in ("http_proxy", "https_proxy", "all_proxy", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.upper(), raising=False)
+    monkeypatch.setenv("UNETRPP_HOME", str(tmp_path / "home"))
+    return tmp_path / "home"
+
+
+@pytest.fixture
+def server():
+    with LoopbackServer() as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def official_checkpoint(tmp_path_factory) -> Path:
+    """A real torch checkpoint in the official layout, from a tiny synapse-variant network."""
+    torch.manual_seed(0)
+    network = build_network("synapse", patch_size=(16, 32, 32), feature_size=4, deep_supervision=False)
+    path = tmp_path_factory.mktemp("official") / "model_final_checkpoint.model"
+    torch.save({"epoch": 1000, "state_dict": network.state_dict()}, path)
+    return path
+
+
+def _card(name: str, *urls: str, sha256: str | None = None) -> ModelCard:
+    template = find_card("synapse")
+    return ModelCard(
+        name=name,
+        title="test model",
+        task=template.task,
+        modality="CT",
+        input_channels=("CT",),
+        label_set="synapse",
+        labels=template.labels,
+        variant="synapse",
+        patch_size_zyx=(64, 128, 128),
+        weights=tuple(WeightsSource(url, "model_final_checkpoint.model", sha256=sha256) for url in urls),
+    )
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def test_unetrpp_home_overrides_the_per_user_folder(home, monkeypatch):
+    assert store.model_home() == home
+    assert store.model_dir("synapse") == home / "models" / "synapse"
+    monkeypatch.delenv("UNETRPP_HOME")
+    assert store.model_home() == Path(platformdirs.user_data_dir("unetrpp", appauthor=False))
+
+
+def test_nothing_is_installed_or_downloaded_until_asked(home):
+    assert store.installed_weights("synapse") is None
+    with pytest.raises(ModelNotFoundError, match="unetrpp download synapse"):
+        store.verify("synapse")
+    assert not home.exists()
+
+
+def test_download_installs_file_and_record(server, official_checkpoint, home):
+    data = official_checkpoint.read_bytes()
+    url = server.add("/synapse.model", Route(body=data))
+    card = _card("tiny", url, sha256=_sha(data))
+    path = store.download(card)
+
+    assert path == home / "models" / "tiny" / "model_final_checkpoint.model"
+    assert path.read_bytes() == data
+    record = json.loads((home / "models" / "tiny" / "record.json").read_text())
+    assert record["source"] == url and record["sha256"] == _sha(data) and record["size_bytes"] == len(data)
+    assert record["format"] == "official" and record["installed_at"].endswith("+00:00")
+    assert store.installed_weights(card) == path
+    assert store.verify(card) == path
+    # Asking again uses the cache: no second request.
+    assert store.download(card) == path
+    assert len(server.requests_for("/synapse.model")) == 1
+
+
+def test_corruption_is_detected(server, official_checkpoint):
+    data = official_checkpoint.read_bytes()
+    card = _card("tiny", server.add("/w.model", Route(body=data)))
+    path = store.download(card)
+
+    flipped = bytearray(data)
+    flipped[len(flipped) // 2] ^= 0xFF
+    path.write_bytes(bytes(flipped))  # same size: only re-hashing notices
+    assert store.installed_weights(card) == path
+    with pytest.raises(CheckpointError, match="corrupted"):
+        store.verify(card)
+
+    path.write_bytes(data[:-10])  # truncated: the cheap check notices
+    assert store.installed_weights(card) is None
+    assert store.download(card).read_bytes() == data  # and a new download repairs it
+
+
+def test_wrong_checksum_leaves_nothing_in_the_cache(server, official_checkpoint, home):
+    card = _card(
+        "tiny", server.add("/w.model", Route(body=official_checkpoint.read_bytes())), sha256="ab" * 32
+    )
+    with pytest.raises(
+        DownloadError, match="could not download 'tiny'.*not the published one.*models import"
+    ):
+        store.download(card)
+    assert not (home / "models" / "tiny").exists()
+    assert store.installed_weights(card) is None
+
+
+def test_web_page_instead_of_checkpoint_leaves_nothing(server, home):
+    page = b"<!DOCTYPE html><html><title>Google Drive</title><body>Too many users</body></html>"
+    card = _card("tiny", server.add("/w.model", Route(body=page, kind="html")))
+    with pytest.raises(DownloadError, match="web page"):
+        store.download(card)
+    assert not (home / "models" / "tiny").exists()
+
+
+def test_non_checkpoint_bytes_are_rejected_after_download(server, home):
+    card = _card("tiny", server.add("/w.model", Route(body=b"just some text, not a checkpoint" * 100)))
+    with pytest.raises(DownloadError, match="is not a PyTorch checkpoint"):
+        store.download(card)
+    assert not (home / "models" / "tiny").exists()
+
+
+def test_second_source_is_used_when_the_first_fails(server, official_checkpoint):
+    data = official_checkpoint.read_bytes()
+    missing = server.add("/moved.model", Route(kind="status", status=404))
+    mirror = server.add("/mirror.model", Route(body=data))
+    card = _card("tiny", missing, mirror)
+    assert store.download(card).read_bytes() == data
+    assert store.installed_record(card).source == mirror
+
+
+def test_concurrent_downloads_of_one_model_give_one_intact_file(server, official_checkpoint, home):
+    data = official_checkpoint.read_bytes()
+    route = Route(body=data, chunk_delay=0.02)  # keeps the first download running while the second waits
+    card = _card("tiny", server.add("/w.model", route), sha256=_sha(data))
+    results: list[Path] = []
+    errors: list[BaseException] = []
+    waited = threading.Event()
+
+    def worker() -> None:
+        try:
+            results.append(store.download(card, on_event=lambda e: "Waiting" in str(e) and waited.set()))
+        except BaseException as error:  # reported by the main thread
+            errors.append(error)
+
+    threads = [threading.Thread(target=worker) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+
+    assert not errors
+    assert len(set(results)) == 1 and len(results) == 3
+    assert results[0].read_bytes() == data
+    assert route.served_full == 1 and waited.is_set()
+    leftovers = sorted(p.name for p in (home / "models" / "tiny").iterdir())
+    assert leftovers == [".lock", "model_final_checkpoint.model", "record.json"]
+
+
+def test_import_checks_the_checkpoint_and_records_its_hash(official_checkpoint, home):
+    path = store.import_weights(official_checkpoint, "synapse")
+    assert path == home / "models" / "synapse" / "model_final_checkpoint.model"
+    assert path.read_bytes() == official_checkpoint.read_bytes()
+    record = store.installed_record("synapse")
+    assert record.sha256 == _sha(official_checkpoint.read_bytes())
+    assert record.source == official_checkpoint.resolve().as_uri()
+    assert store.verify("synapse") == path
+
+
+def test_import_refuses_a_checkpoint_of_another_variant(official_checkpoint, home):
+    with pytest.raises(CheckpointMismatchError, match="holds the 'synapse' network.*model 'tumor'"):
+        store.import_weights(official_checkpoint, "tumor")
+    assert store.installed_weights("tumor") is None
+
+
+def test_import_refuses_a_web_page(tmp_path):
+    page = tmp_path / "model_final_checkpoint.model"
+    page.write_text("<!DOCTYPE html><html><body>Sign in to continue</body></html>")
+    with pytest.raises(CheckpointError, match="web page"):
+        store.import_weights(page, "synapse")
+
+
+def test_import_does_not_overwrite_unless_asked(official_checkpoint):
+    store.import_weights(official_checkpoint, "synapse")
+    with pytest.raises(OutputExistsError, match="already installed.*--overwrite"):
+        store.import_weights(official_checkpoint, "synapse")
+    assert store.import_weights(official_checkpoint, "synapse", overwrite=True).is_file()
+
+
+def test_remove_round_trip(official_checkpoint, home):
+    store.import_weights(official_checkpoint, "synapse")
+    assert store.remove("synapse") == home / "models" / "synapse"
+    assert not (home / "models" / "synapse").exists()
+    assert store.installed_weights("synapse") is None
+    with pytest.raises(ModelNotFoundError, match="no weights installed for 'synapse'"):
+        store.remove("synapse")
+
+
+def test_unknown_model_names_suggest_the_closest():
+    with pytest.raises(ModelNotFoundError, match="did you mean 'synapse'"):
+        store.installed_weights("synapes")
+
+
+def test_bundled_demo_model_is_never_removed_or_replaced(official_checkpoint):
+    card = find_card("demo")
+    assert store.is_bundled(card)
+    with pytest.raises(UnetrppError, match="ships with unetrpp"):
+        store.remove(card)
+    with pytest.raises(UnetrppError, match="ships with unetrpp"):
+        store.import_weights(official_checkpoint, card)

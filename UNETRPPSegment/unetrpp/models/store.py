@@ -1,0 +1,402 @@
+"""The per-user weights cache: where weights live, how they get there, and proof they are intact.
+
+Layout (one folder per model, shared by every Slicer version and the CLI of one user)::
+
+    <home>/models/<name>/<filename>      the weights, exactly as downloaded or imported
+    <home>/models/<name>/record.json     source, SHA256, size and date of what was installed
+    <home>/models/<name>/.lock           held while a process writes the folder
+
+``<home>`` is ``platformdirs.user_data_dir("unetrpp")`` (``~/.local/share/unetrpp``,
+``%LOCALAPPDATA%\\unetrpp``, ``~/Library/Application Support/unetrpp``) unless the environment variable
+``UNETRPP_HOME`` names another folder. Nothing is downloaded unless :func:`download` is called: the
+CLI's ``unetrpp download NAME`` and the Slicer module (after asking the user) are the only callers.
+
+The record makes corruption detectable: :func:`installed_weights` checks it cheaply (file present,
+size unchanged); :func:`verify` re-hashes the file. Writers take a per-model lock and rename complete
+files into place, so two processes installing the same model leave one intact file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import logging
+import os
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from unetrpp.errors import CheckpointError, DownloadError, ModelNotFoundError, OutputExistsError, UnetrppError
+from unetrpp.events import EventCallback, StageEvent, emit
+from unetrpp.models.cards import ModelCard
+from unetrpp.models.download import DEFAULT_TIMEOUT_SECONDS, fetch, sha256_of
+from unetrpp.models.locking import exclusive_lock
+from unetrpp.models.registry import BUNDLED_SCHEME, find_card
+from unetrpp.models.validate import check_weights_file
+
+__all__ = [
+    "WeightsRecord",
+    "model_home",
+    "model_dir",
+    "installed_weights",
+    "installed_record",
+    "is_bundled",
+    "verify",
+    "download",
+    "import_weights",
+    "remove",
+]
+
+logger = logging.getLogger(__name__)
+
+HOME_ENVIRONMENT_VARIABLE = "UNETRPP_HOME"
+_RECORD_NAME = "record.json"
+_LOCK_NAME = ".lock"
+
+
+@dataclass(frozen=True)
+class WeightsRecord:
+    """What was installed for one model, written next to the weights as ``record.json``.
+
+    Attributes:
+        source: the URL it was downloaded from, or ``file:`` + the path it was imported from.
+        sha256: hex digest of the installed file, computed while installing.
+        installed_at: ISO 8601 UTC time of installation.
+    """
+
+    name: str
+    filename: str
+    format: str
+    source: str
+    sha256: str
+    size_bytes: int
+    installed_at: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> WeightsRecord:
+        return cls(**{field.name: data[field.name] for field in dataclasses.fields(cls)})
+
+
+def model_home() -> Path:
+    """Root of the cache: ``$UNETRPP_HOME`` if set, else the per-user data folder."""
+    override = os.environ.get(HOME_ENVIRONMENT_VARIABLE, "").strip()
+    if override:
+        return Path(override).expanduser()
+    try:
+        import platformdirs
+    except ImportError:  # Slicer's Python before requirements are installed
+        return _fallback_user_data_dir()
+    return Path(platformdirs.user_data_dir("unetrpp", appauthor=False))
+
+
+def model_dir(model: str | ModelCard) -> Path:
+    """Folder holding the weights of ``model`` (which may not exist yet)."""
+    return model_home() / "models" / _card(model).name
+
+
+def is_bundled(model: str | ModelCard) -> bool:
+    """True for models whose weights ship inside the package (the demo model)."""
+    card = _card(model)
+    return bool(card.weights) and card.weights[0].url.startswith(BUNDLED_SCHEME)
+
+
+def installed_record(model: str | ModelCard) -> WeightsRecord | None:
+    """The record of the installed weights, or None when nothing (valid) is installed."""
+    card = _card(model)
+    if is_bundled(card):
+        path = _bundled_path(card)
+        if path is None:
+            return None
+        stat = path.stat()
+        installed_at = datetime.datetime.fromtimestamp(stat.st_mtime, datetime.timezone.utc)
+        source = card.weights[0]
+        return WeightsRecord(
+            card.name, path.name, source.format, source.url, "", stat.st_size, installed_at.isoformat()
+        )
+    record_path = model_dir(card) / _RECORD_NAME
+    try:
+        return WeightsRecord.from_dict(json.loads(record_path.read_text(encoding="utf-8")))
+    except FileNotFoundError:
+        return None
+    except (ValueError, KeyError, TypeError) as error:
+        logger.warning("ignoring unreadable %s: %s", record_path, error)
+        return None
+
+
+def installed_weights(model: str | ModelCard) -> Path | None:
+    """Path of the installed weights, or None if they are missing or visibly damaged.
+
+    Cheap: checks that the file exists and still has the recorded size. Use :func:`verify` to
+    re-hash it.
+    """
+    card = _card(model)
+    if is_bundled(card):
+        return _bundled_path(card)
+    record = installed_record(card)
+    if record is None:
+        return None
+    path = model_dir(card) / record.filename
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        logger.warning("weights of %s are recorded but %s is missing", card.name, path)
+        return None
+    if size != record.size_bytes:
+        logger.warning("weights of %s changed size (%d, recorded %d)", card.name, size, record.size_bytes)
+        return None
+    return path
+
+
+def verify(model: str | ModelCard) -> Path:
+    """Re-hash the installed weights and compare with the recorded SHA256.
+
+    Raises:
+        ModelNotFoundError: nothing is installed.
+        CheckpointError: the file changed since it was installed (corrupted disk, partial copy...).
+    """
+    card = _card(model)
+    path = _require_installed(card)
+    record = installed_record(card)
+    expected = record.sha256 if record and record.sha256 else None
+    if expected is None:  # bundled: compare with the card's published hash, if any
+        expected = card.weights[0].sha256 if card.weights else None
+    if expected and sha256_of(path) != expected:
+        raise CheckpointError(
+            f"the weights of {card.name!r} at {path} are corrupted (SHA256 differs from the one recorded "
+            f"at installation); run `unetrpp download {card.name}` or `unetrpp models import` again"
+        )
+    return path
+
+
+def download(
+    model: str | ModelCard,
+    *,
+    on_event: EventCallback | None = None,
+    timeout: float = DEFAULT_TIMEOUT_SECONDS,
+    retries: int = 2,
+    force: bool = False,
+) -> Path:
+    """Install the weights of ``model`` from the card's sources, unless they already are installed.
+
+    Tries each source of the card in order, resumes an interrupted download, verifies the
+    published SHA256 when there is one, and records the hash of what it installed.
+
+    Args:
+        model: registry name or a card.
+        on_event: receives download stage and byte progress events.
+        timeout: seconds without data before a source counts as stalled.
+        retries: resume attempts per source after a dropped connection.
+        force: download again even if valid weights are installed.
+
+    Raises:
+        DownloadError: no source delivered a valid file; names the last problem and the manual route.
+    """
+    card = _card(model)
+    if is_bundled(card):
+        path = _bundled_path(card)
+        if path is None:
+            raise ModelNotFoundError(
+                f"the bundled weights of {card.name!r} are missing from this installation"
+            )
+        return path
+    if not card.weights:
+        raise DownloadError(
+            f"model {card.name!r} has no download source; install it with `unetrpp models import`"
+        )
+    folder = model_dir(card)
+    folder.mkdir(parents=True, exist_ok=True)
+    waiting = StageEvent("download", f"Waiting for another process that is downloading {card.name}")
+    with exclusive_lock(folder / _LOCK_NAME, on_wait=lambda: emit(on_event, waiting)):
+        existing = installed_weights(card)
+        if existing is not None and not force:
+            logger.info("%s is already installed at %s", card.name, existing)
+            return existing
+        errors: list[str] = []
+        for source in card.weights:
+            target = folder / source.filename
+            try:
+                result = fetch(
+                    source.url,
+                    target,
+                    expected_sha256=source.sha256,
+                    timeout=timeout,
+                    retries=retries,
+                    on_event=on_event,
+                )
+                check_weights_file(result.path, source.format, deep=False)
+            except (DownloadError, CheckpointError) as error:
+                target.unlink(missing_ok=True)
+                errors.append(str(error))
+                logger.info("source %s failed: %s", source.url, error)
+                continue
+            record = WeightsRecord(
+                card.name,
+                source.filename,
+                source.format,
+                source.url,
+                result.sha256,
+                result.size_bytes,
+                _now(),
+            )
+            _replace_install(folder, record)
+            return result.path
+    _remove_if_empty(folder)  # after releasing the lock: a failed download leaves no trace but .part files
+    manual = card.weights[0].url
+    raise DownloadError(
+        f"could not download {card.name!r}: {errors[-1]} -- or download {manual} by hand and run "
+        f"`unetrpp models import FILE --name {card.name}`"
+    )
+
+
+def import_weights(path: str | Path, model: str | ModelCard, *, overwrite: bool = False) -> Path:
+    """Install a weights file the user obtained by hand (offline hospitals, blocked downloads).
+
+    The file is checked first: an official ``.model`` must be a loadable checkpoint of the card's
+    network variant, a ``.unetrpp`` file a loadable model of that variant. An official checkpoint's
+    sibling plans file (``<file>.pkl``) is copied along when present.
+
+    Raises:
+        InputImageError-free errors: ``CheckpointError`` (not a checkpoint, wrong model),
+        ``OutputExistsError`` (weights installed and ``overwrite`` not given), ``FileNotFoundError``.
+    """
+    card = _card(model)
+    if is_bundled(card):
+        raise UnetrppError(f"{card.name!r} ships with unetrpp; its weights cannot be replaced")
+    source = Path(path).expanduser()
+    if not source.is_file():
+        raise CheckpointError(f"no weights file at {source}")
+    weights_format = "unetrpp" if source.suffix == ".unetrpp" else "official"
+    check_weights_file(source, weights_format, deep=True, card=card)
+    filename = f"{card.name}.unetrpp" if weights_format == "unetrpp" else _official_filename(card)
+    folder = model_dir(card)
+    folder.mkdir(parents=True, exist_ok=True)
+    with exclusive_lock(folder / _LOCK_NAME):
+        existing = installed_weights(card)
+        if existing is not None and not overwrite:
+            raise OutputExistsError(
+                f"weights for {card.name!r} are already installed at {existing}; add --overwrite to replace "
+                f"them or run `unetrpp models remove {card.name}` first"
+            )
+        target = folder / filename
+        digest = _copy_atomically(source, target)
+        plans = source.with_name(source.name + ".pkl")
+        if weights_format == "official" and plans.is_file():
+            _copy_atomically(plans, target.with_name(target.name + ".pkl"))
+        record = WeightsRecord(
+            card.name,
+            filename,
+            weights_format,
+            source.resolve().as_uri(),
+            digest,
+            target.stat().st_size,
+            _now(),
+        )
+        _replace_install(folder, record)
+    return target
+
+
+def remove(model: str | ModelCard) -> Path:
+    """Delete the installed weights of ``model``; returns the folder that was removed.
+
+    Raises:
+        ModelNotFoundError: nothing is installed for it.
+        UnetrppError: the model's weights ship with the package.
+    """
+    card = _card(model)
+    if is_bundled(card):
+        raise UnetrppError(f"{card.name!r} ships with unetrpp; there is nothing to remove")
+    folder = model_dir(card)
+    if not folder.exists():
+        raise ModelNotFoundError(f"no weights installed for {card.name!r} (looked in {folder})")
+    with exclusive_lock(folder / _LOCK_NAME):
+        for entry in folder.iterdir():
+            if entry.name == _LOCK_NAME:
+                continue
+            if entry.is_dir():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+    (folder / _LOCK_NAME).unlink(missing_ok=True)
+    _remove_if_empty(folder)
+    return folder
+
+
+def _card(model: str | ModelCard) -> ModelCard:
+    return model if isinstance(model, ModelCard) else find_card(model)
+
+
+def _require_installed(card: ModelCard) -> Path:
+    path = installed_weights(card)
+    if path is None:
+        raise ModelNotFoundError(
+            f"weights for {card.name!r} are not installed; run `unetrpp download {card.name}` or "
+            f"`unetrpp models import FILE --name {card.name}`"
+        )
+    return path
+
+
+def _bundled_path(card: ModelCard) -> Path | None:
+    relative = card.weights[0].url[len(BUNDLED_SCHEME) :]
+    package, _, inner = relative.partition("/")
+    path = Path(str(resources.files(package).joinpath(inner)))
+    return path if path.is_file() else None
+
+
+def _official_filename(card: ModelCard) -> str:
+    for source in card.weights:
+        if source.format == "official":
+            return source.filename
+    return "model_final_checkpoint.model"
+
+
+def _copy_atomically(source: Path, target: Path) -> str:
+    """Copy to a unique temporary name beside ``target``, then rename; returns the SHA256 of the copy."""
+    handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(handle)
+    try:
+        shutil.copyfile(source, temporary)
+        digest = sha256_of(temporary)
+        os.replace(temporary, target)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return digest
+
+
+def _replace_install(folder: Path, record: WeightsRecord) -> None:
+    """Write ``record.json`` and delete weights files of an earlier installation under another name."""
+    keep = {record.filename, record.filename + ".pkl", _RECORD_NAME, _LOCK_NAME}
+    for entry in folder.iterdir():
+        if entry.is_file() and entry.name not in keep and not entry.name.endswith(".part"):
+            entry.unlink()
+    handle, temporary = tempfile.mkstemp(prefix=".record.", suffix=".tmp", dir=folder)
+    with os.fdopen(handle, "w", encoding="utf-8") as stream:
+        json.dump(record.to_dict(), stream, indent=2)
+        stream.write("\n")
+    os.replace(temporary, folder / _RECORD_NAME)
+
+
+def _remove_if_empty(folder: Path) -> None:
+    leftovers = [entry for entry in folder.iterdir() if entry.name != _LOCK_NAME] if folder.exists() else []
+    if folder.exists() and not leftovers:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat()
+
+
+def _fallback_user_data_dir() -> Path:
+    if sys.platform == "win32":
+        return Path(os.environ.get("LOCALAPPDATA", Path.home() / "AppData" / "Local")) / "unetrpp"
+    if sys.platform == "darwin":
+        return Path.home() / "Library" / "Application Support" / "unetrpp"
+    return Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share")) / "unetrpp"

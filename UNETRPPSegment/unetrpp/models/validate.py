@@ -1,0 +1,106 @@
+"""Is this file really the weights we expect? Checked before anything enters the cache.
+
+Two depths: ``deep=False`` looks at the first bytes only (after a download: a torch archive or a
+safetensors file, not an HTML page), ``deep=True`` loads the file with the checkpoint readers
+(``models/official.py``, ``models/checkpoint.py``) and checks that it holds the card's network. Only
+the deep check imports torch, and only when called.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import struct
+from pathlib import Path
+
+from unetrpp.errors import CheckpointError, CheckpointMismatchError, UnetrppError
+from unetrpp.models.cards import ModelCard
+from unetrpp.models.download import looks_like_html
+
+__all__ = ["check_weights_file", "sniff_format"]
+
+logger = logging.getLogger(__name__)
+
+_ZIP_MAGIC = b"PK\x03\x04"  # torch.save since PyTorch 1.6 (the official checkpoints)
+_PICKLE_PROTOCOL_2 = b"\x80\x02"  # legacy torch.save
+
+
+def sniff_format(path: str | Path) -> str | None:
+    """``"official"`` (a torch archive or legacy torch pickle), ``"unetrpp"`` (safetensors), or None."""
+    path = Path(path)
+    with open(path, "rb") as stream:
+        head = stream.read(64)
+    if head.startswith(_ZIP_MAGIC) or head.startswith(_PICKLE_PROTOCOL_2):
+        return "official"
+    if len(head) > 8:
+        (header_bytes,) = struct.unpack("<Q", head[:8])
+        if head[8:9] == b"{" and 8 + header_bytes <= path.stat().st_size:
+            return "unetrpp"
+    return None
+
+
+def check_weights_file(
+    path: str | Path, weights_format: str, *, deep: bool = False, card: ModelCard | None = None
+) -> None:
+    """Raise unless ``path`` is a weights file of ``weights_format`` (and, when ``deep``, of ``card``).
+
+    Raises:
+        CheckpointError: an HTML page, an unknown format, or a file the readers reject.
+        CheckpointMismatchError: a valid checkpoint of another network than the card's.
+    """
+    path = Path(path)
+    with open(path, "rb") as stream:
+        head = stream.read(4096)
+    if looks_like_html(head):
+        raise CheckpointError(
+            f"{path} is a web page, not a checkpoint (Google Drive sends one when its quota is exceeded or "
+            "it asks for a confirmation); download the file again in a browser"
+        )
+    found = sniff_format(path)
+    if found != weights_format:
+        expected = (
+            "a PyTorch checkpoint (.model)" if weights_format == "official" else "a .unetrpp model file"
+        )
+        raise CheckpointError(f"{path} is not {expected}")
+    if deep:
+        _load_and_compare(path, weights_format, card)
+
+
+def _load_and_compare(path: Path, weights_format: str, card: ModelCard | None) -> None:
+    try:
+        if weights_format == "official":
+            from unetrpp.models.official import detect_variant, load_official_checkpoint
+        else:
+            from unetrpp.models.checkpoint import load_model_file
+    except ImportError:
+        logger.warning("checkpoint readers unavailable; %s was only checked by its first bytes", path)
+        return
+    try:
+        if weights_format == "official":
+            state_dict, _plans = load_official_checkpoint(path)
+            variant = detect_variant(state_dict)
+            labels = None
+        else:
+            loaded = load_model_file(path)
+            variant = loaded.card.variant
+            labels = loaded.card.labels
+    except UnetrppError:
+        raise
+    except Exception as error:  # torch / safetensors errors on damaged files
+        raise CheckpointError(
+            f"{path} cannot be read as a checkpoint ({type(error).__name__}: {error})"
+        ) from error
+    if card is None:
+        return
+    if variant != card.variant:
+        raise CheckpointMismatchError(
+            f"{path} holds the {variant!r} network, not the {card.variant!r} network of model {card.name!r}"
+        )
+    if labels is not None and tuple(labels) != card.labels:
+        raise CheckpointMismatchError(
+            f"{path} segments {_describe(labels)}, but model {card.name!r} segments {_describe(card.labels)}"
+        )
+
+
+def _describe(labels: tuple[tuple[int, str], ...]) -> str:
+    return json.dumps([name for _, name in labels])[:120]
