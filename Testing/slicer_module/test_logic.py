@@ -1,0 +1,270 @@
+"""SegmentationLogic against the real Slicer core: volume -> temp NRRD -> ``unetrpp segment`` child ->
+segmentation node, with an oblique volume under a parent transform, cancel, failures and re-runs."""
+
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from unetrpp.errors import InputImageError
+from unetrpp.labels.terminology import terminology_entry_string
+from UNETRPPSegmentLib.logic import (
+    CORE_DIR,
+    Device,
+    SegmentationError,
+    SegmentationLogic,
+    SegmentationRequest,
+    child_environment,
+)
+
+_LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+_SHAPE_ZYX = (12, 20, 24)
+
+
+def _oblique_ijk_to_ras() -> np.ndarray:
+    """Anisotropic spacing (0.9, 1.1, 2.5) mm, rotated 20 degrees about z and 10 about x."""
+    a, b = math.radians(20), math.radians(10)
+    rot_z = np.array([[math.cos(a), -math.sin(a), 0], [math.sin(a), math.cos(a), 0], [0, 0, 1]])
+    rot_x = np.array([[1, 0, 0], [0, math.cos(b), -math.sin(b)], [0, math.sin(b), math.cos(b)]])
+    matrix = np.eye(4)
+    matrix[:3, :3] = rot_z @ rot_x @ np.diag([0.9, 1.1, 2.5])
+    matrix[:3, 3] = (-12.0, 30.5, -7.25)
+    return matrix
+
+
+def _vtk_matrix(array: np.ndarray):
+    import vtk
+
+    matrix = vtk.vtkMatrix4x4()
+    for row in range(4):
+        for column in range(4):
+            matrix.SetElement(row, column, float(array[row, column]))
+    return matrix
+
+
+def _numpy_matrix(matrix) -> np.ndarray:
+    return np.array([[matrix.GetElement(r, c) for c in range(4)] for r in range(4)])
+
+
+def _add_volume(scene, array_zyx: np.ndarray, name: str = "CT abdomen"):
+    """A scalar volume node with the oblique geometry, inside a patient/study subject hierarchy."""
+    import slicer
+
+    volume = slicer.vtkMRMLScalarVolumeNode()
+    volume.SetName(name)
+    scene.AddNode(volume)
+    volume.CreateDefaultDisplayNodes()
+    volume.SetIJKToRASMatrix(_vtk_matrix(_oblique_ijk_to_ras()))
+    slicer.util.updateVolumeFromArray(volume, array_zyx)
+    hierarchy = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
+    patient = hierarchy.CreateSubjectItem(hierarchy.GetSceneItemID(), "Patient 1")
+    study = hierarchy.CreateStudyItem(patient, "Study 1")
+    item = hierarchy.GetItemByDataNode(volume)  # the application adds items itself, the bare core not
+    if item:
+        hierarchy.SetItemParent(item, study)
+    else:
+        hierarchy.CreateItem(study, volume)
+    return volume, study
+
+
+def _add_transform(scene, volume):
+    import slicer
+
+    transform = slicer.vtkMRMLLinearTransformNode()
+    scene.AddNode(transform)
+    matrix = np.eye(4)
+    c, s = math.cos(math.radians(15)), math.sin(math.radians(15))
+    matrix[:3, :3] = [[c, 0, s], [0, 1, 0], [-s, 0, c]]
+    matrix[:3, 3] = (5.0, -3.0, 12.0)
+    transform.SetMatrixTransformToParent(_vtk_matrix(matrix))
+    volume.SetAndObserveTransformNodeID(transform.GetID())
+    return transform
+
+
+def _ct_like(shape_zyx=_SHAPE_ZYX) -> np.ndarray:
+    rng = np.random.default_rng(0)
+    array = rng.normal(-900, 20, size=shape_zyx)
+    z, y, x = np.ogrid[: shape_zyx[0], : shape_zyx[1], : shape_zyx[2]]
+    body = ((y - shape_zyx[1] / 2) / (shape_zyx[1] / 2.5)) ** 2 + (
+        (x - shape_zyx[2] / 2) / (shape_zyx[2] / 2.5)
+    ) ** 2
+    array[np.broadcast_to(body < 1, shape_zyx)] = 40.0
+    return array.astype(np.int16)
+
+
+def _sitk_on_volume_grid(volume, array_zyx: np.ndarray) -> sitk.Image:
+    """A SimpleITK image on the volume's local grid (LPS physical space)."""
+    ijk_to_lps = _LPS_TO_RAS @ _numpy_matrix_of(volume)
+    spacing = np.linalg.norm(ijk_to_lps[:3, :3], axis=0)
+    image = sitk.GetImageFromArray(array_zyx)
+    image.SetSpacing(tuple(spacing))
+    image.SetDirection(tuple((ijk_to_lps[:3, :3] / spacing).ravel()))
+    image.SetOrigin(tuple(ijk_to_lps[:3, 3]))
+    return image
+
+
+def _numpy_matrix_of(volume) -> np.ndarray:
+    import vtk
+
+    matrix = vtk.vtkMatrix4x4()
+    volume.GetIJKToRASMatrix(matrix)
+    return _numpy_matrix(matrix)
+
+
+def _segment_array(segmentation_node, segment_id: str, reference_volume) -> np.ndarray:
+    import slicer
+
+    return slicer.util.arrayFromSegmentBinaryLabelmap(segmentation_node, segment_id, reference_volume)
+
+
+# ---- child process set-up ----------------------------------------------------------------------
+
+
+def test_child_environment_puts_core_first_sets_utf8_and_hides_gpu_only_when_forced():
+    base = {"PYTHONPATH": os.pathsep.join(["/somewhere", str(CORE_DIR)]), "PATH": "/bin"}
+    env = child_environment(Device.CPU, base)
+    assert env["PYTHONPATH"].split(os.pathsep) == [str(CORE_DIR), "/somewhere"]
+    assert env["PYTHONIOENCODING"] == "utf-8" and env["PYTHONUTF8"] == "1"
+    assert env["CUDA_VISIBLE_DEVICES"] == "" and env["PATH"] == "/bin"
+    assert "CUDA_VISIBLE_DEVICES" not in child_environment(Device.AUTO, base)
+    assert (CORE_DIR / "unetrpp" / "__init__.py").is_file()
+
+
+def test_segment_command_runs_the_module_with_json_progress(slicer_app, tmp_path):
+    volume, _ = _add_volume(slicer_app.scene, _ct_like())
+    request = SegmentationRequest([volume], "synapse", device="cpu", overlap=0.25, use_tta=True)
+    logic = SegmentationLogic(python_executable="/opt/PythonSlicer", temp_root=tmp_path)
+    command = logic.segment_command([tmp_path / "in.nrrd"], tmp_path / "out.seg.nrrd", request)
+    assert command[:4] == ["/opt/PythonSlicer", "-m", "unetrpp", "segment"]
+    assert command[4:6] == [str(tmp_path / "in.nrrd"), str(tmp_path / "out.seg.nrrd")]
+    assert command[command.index("--model") + 1] == "synapse"
+    assert command[command.index("--device") + 1] == "cpu"
+    assert float(command[command.index("--overlap") + 1]) == 0.25
+    assert "--tta" in command and command[-2:] == ["--progress", "json"]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [({"input_volumes": []}, "select an input volume"), ({"overlap": 1.0}, "overlap")],
+    ids=["no-input", "overlap-too-large"],
+)
+def test_request_validation(slicer_app, kwargs, message):
+    volume, _ = _add_volume(slicer_app.scene, _ct_like())
+    with pytest.raises(InputImageError, match=message):
+        SegmentationRequest(**{"input_volumes": [volume], "model": "synapse", **kwargs})
+
+
+def test_inputs_on_different_grids_are_refused_before_anything_runs(slicer_app, tmp_path):
+    first, _ = _add_volume(slicer_app.scene, _ct_like(), "T1")
+    second, _ = _add_volume(slicer_app.scene, _ct_like((12, 20, 20)), "T2")
+    logic = SegmentationLogic(temp_root=tmp_path / "tmp")
+    with pytest.raises(InputImageError, match="do not share one voxel grid"):
+        logic.start(SegmentationRequest([first, second], "tumor"), wait_for_completion=True)
+    assert not (tmp_path / "tmp").exists() or not any((tmp_path / "tmp").iterdir())
+
+
+# ---- result import -----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def synapse_result(slicer_app, tmp_path):
+    """An oblique volume under a transform in a study, and a .seg.nrrd on its grid written by the core."""
+    from unetrpp.labels.seg_nrrd import write_seg_nrrd
+    from unetrpp.labels.terminology import structures_for
+
+    volume, study = _add_volume(slicer_app.scene, _ct_like())
+    transform = _add_transform(slicer_app.scene, volume)
+    labels = np.zeros(_SHAPE_ZYX, np.uint8)
+    labels[2:6, 3:9, 2:7] = 2  # right kidney
+    labels[2:6, 3:9, 15:20] = 3  # left kidney
+    labels[6:10, 10:16, 8:16] = 6  # liver
+    structures = structures_for("synapse")
+    path = write_seg_nrrd(_sitk_on_volume_grid(volume, labels), structures, tmp_path / "result.seg.nrrd")
+    return volume, study, transform, labels, structures, path
+
+
+def _assert_coded_segments_on_volume_grid(node, volume, labels, structures):
+    segmentation = node.GetSegmentation()
+    assert segmentation.GetNumberOfSegments() == len(structures)
+    for structure in structures:
+        segment_id = segmentation.GetSegmentIdBySegmentName(structure.name)
+        assert segment_id, f"segment {structure.name} missing"
+        segment = segmentation.GetSegment(segment_id)
+        assert segment.GetColor() == pytest.approx(structure.color_float, abs=1e-3)
+        if structure.is_coded:
+            assert segment.GetTerminology() == terminology_entry_string(structure)
+        array = _segment_array(node, segment_id, volume)
+        assert array.shape == labels.shape
+        np.testing.assert_array_equal(array != 0, labels == structure.label_value)
+
+
+def test_import_creates_new_node_on_volume_grid_in_study_with_transform(slicer_app, synapse_result):
+    import slicer
+
+    volume, study, transform, labels, structures, path = synapse_result
+    request = SegmentationRequest([volume], "synapse")
+    node = SegmentationLogic().import_result(path, request)
+    assert node.GetScene() is slicer_app.scene and node.GetDisplayNode() is not None
+    assert node.GetName() == "CT abdomen synapse segmentation"
+    _assert_coded_segments_on_volume_grid(node, volume, labels, structures)
+    assert node.GetNodeReference(node.GetReferenceImageGeometryReferenceRole()) is volume
+    assert node.GetTransformNodeID() == transform.GetID()
+    hierarchy = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(slicer_app.scene)
+    assert hierarchy.GetItemParent(hierarchy.GetItemByDataNode(node)) == study
+    assert volume.GetStorageNode() is None  # the user's volume is untouched
+
+
+def test_reimport_keeps_user_edits_unless_replace_is_confirmed(slicer_app, synapse_result):
+    volume, _, _, labels, structures, path = synapse_result
+    logic = SegmentationLogic()
+    first = logic.import_result(path, SegmentationRequest([volume], "synapse"))
+    segmentation = first.GetSegmentation()
+    # The user edits: renames the liver and paints an extra segment.
+    liver_id = segmentation.GetSegmentIdBySegmentName("liver")
+    segmentation.GetSegment(liver_id).SetName("liver (edited)")
+    edit_id = segmentation.AddEmptySegment("", "my tumour", (1.0, 1.0, 0.0))
+    import slicer
+
+    painted = np.zeros(_SHAPE_ZYX, np.uint8)
+    painted[1, 1, 1] = 1
+    slicer.util.updateSegmentBinaryLabelmapFromArray(painted, first, edit_id, volume)
+
+    again = logic.import_result(
+        path, SegmentationRequest([volume], "synapse", output_segmentation=first, replace_confirmed=False)
+    )
+    assert again is not first
+    assert again.GetName() != first.GetName()
+    assert segmentation.GetSegment(liver_id).GetName() == "liver (edited)"
+    np.testing.assert_array_equal(_segment_array(first, edit_id, volume), painted)
+
+    replaced = logic.import_result(
+        path, SegmentationRequest([volume], "synapse", output_segmentation=first, replace_confirmed=True)
+    )
+    assert replaced is first
+    assert segmentation.GetSegmentIdBySegmentName("my tumour") == ""
+    assert segmentation.GetSegmentIdBySegmentName("liver (edited)") == ""
+    _assert_coded_segments_on_volume_grid(first, volume, labels, structures)
+
+
+def test_import_can_build_3d_surfaces(slicer_app, synapse_result):
+    import slicer
+
+    volume, _, _, _, _, path = synapse_result
+    node = SegmentationLogic().import_result(
+        path, SegmentationRequest([volume], "synapse", create_surfaces=True)
+    )
+    surface_name = slicer.vtkSegmentationConverter.GetClosedSurfaceRepresentationName()
+    liver = node.GetSegmentation().GetSegment(node.GetSegmentation().GetSegmentIdBySegmentName("liver"))
+    polydata = liver.GetRepresentation(surface_name)
+    assert polydata is not None and polydata.GetNumberOfPoints() > 0
+
+
+def test_missing_result_file_is_a_one_line_error(slicer_app, tmp_path):
+    volume, _ = _add_volume(slicer_app.scene, _ct_like())
+    nodes_before = slicer_app.scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode")
+    with pytest.raises(SegmentationError, match="could not be read"):
+        SegmentationLogic().import_result(tmp_path / "absent.seg.nrrd", SegmentationRequest([volume], "x"))
+    assert slicer_app.scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode") == nodes_before

@@ -1,0 +1,489 @@
+"""Qt-free logic of the UNETRPPSegment module: volume nodes -> ``unetrpp segment`` child -> segmentation node.
+
+One run (:meth:`SegmentationLogic.start`):
+
+1. each input volume is written to a temporary uncompressed NRRD through a standalone storage node
+   (the user's node gets no storage node and is never modified);
+2. ``<python> -m unetrpp segment IN... OUT.seg.nrrd --model M --progress json`` runs in the background
+   (:class:`~UNETRPPSegmentLib.process.ProcessRunner`); its JSON events become :class:`Progress`
+   callbacks with a percentage that never goes backwards;
+3. the ``.seg.nrrd`` is read into a NEW segmentation node (an existing one is replaced only with
+   ``replace_confirmed=True``), with names, colours and terminology from the file, the input volume as
+   reference geometry, the input's parent transform carried over, placed in the input's study;
+4. the temporary folder is removed after success, failure and cancel alike.
+
+A parent transform of the input is carried over to the result rather than hardened: the child sees the
+volume's own (scanner) geometry, so left and right stay those of the acquisition, the result sits on
+the volume's exact voxel grid, and it follows the volume wherever the transform moves it. This works
+for non-linear transforms too, which hardening could only do by resampling.
+
+Only slicer, vtk, numpy and the Qt-free ``unetrpp.events``/``unetrpp.errors`` are imported; the
+widget drives :meth:`SegmentationJob.poll` from a QTimer, scripts and tests use
+``wait_for_completion=True``.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import slicer
+from unetrpp.errors import InputImageError, UnetrppError
+from unetrpp.events import Event, ProgressEvent, StageEvent
+
+from .process import ProcessRunner, RunState
+from .review import SegmentSummary, review_segmentation_node
+
+__all__ = [
+    "CORE_DIR",
+    "Device",
+    "JobStatus",
+    "Progress",
+    "SegmentationError",
+    "SegmentationRequest",
+    "SegmentationJob",
+    "SegmentationLogic",
+    "child_environment",
+]
+
+logger = logging.getLogger(__name__)
+
+CORE_DIR = Path(__file__).resolve().parents[1]
+"""The folder that holds the ``unetrpp`` package; put on the child's PYTHONPATH."""
+
+# Where each stage of the child sits on the overall progress bar (percent).
+_STAGE_SPANS: dict[str, tuple[float, float]] = {
+    "load": (0.0, 5.0),
+    "read": (0.0, 5.0),
+    "download": (0.0, 5.0),
+    "preprocess": (5.0, 15.0),
+    "inference": (15.0, 90.0),
+    "postprocess": (90.0, 96.0),
+    "write": (96.0, 98.0),
+    "importing": (98.0, 100.0),
+}
+
+
+class SegmentationError(UnetrppError):
+    """The child failed or its result could not be imported; the message is one line."""
+
+
+class Device(str, enum.Enum):
+    AUTO = "auto"
+    CPU = "cpu"
+    CUDA = "cuda"
+
+
+class JobStatus(enum.Enum):
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+@dataclass(frozen=True)
+class Progress:
+    """What the progress bar shows: stage, overall percent (never decreasing), message, time left."""
+
+    stage: str
+    percent: float
+    message: str = ""
+    eta_seconds: float | None = None
+
+
+@dataclass(frozen=True)
+class SegmentationRequest:
+    """One segmentation run.
+
+    Attributes:
+        input_volumes: scalar volume nodes, one per model input channel (four for ``tumor``); they must
+            share one voxel grid and parent transform.
+        model: registry name (``synapse``) or path to a model file.
+        device: ``auto`` (GPU if present), ``cpu`` (forced: the child sees no GPU) or ``cuda``.
+        overlap: sliding-window overlap between neighbouring tiles (0 to <1).
+        use_tta: mirroring test-time augmentation (slower, slightly better).
+        output_segmentation: an existing segmentation node to fill; only used with ``replace_confirmed``,
+            otherwise a new node is created and the existing one keeps the user's edits.
+        replace_confirmed: the user agreed to replace the segments of ``output_segmentation``.
+        create_surfaces: also build closed-surface (3D) representations.
+    """
+
+    input_volumes: tuple
+    model: str
+    device: Device = Device.AUTO
+    overlap: float = 0.5
+    use_tta: bool = False
+    output_segmentation: object | None = None
+    replace_confirmed: bool = False
+    create_surfaces: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "input_volumes", tuple(self.input_volumes))
+        object.__setattr__(self, "device", Device(self.device))
+        if not self.input_volumes:
+            raise InputImageError("select an input volume")
+        if not 0.0 <= self.overlap < 1.0:
+            raise InputImageError(f"overlap must be in [0, 1), got {self.overlap}")
+        if not str(self.model).strip():
+            raise InputImageError("select a model")
+
+
+def child_environment(
+    device: Device | str = Device.AUTO,
+    base: Mapping[str, str] | None = None,
+    core_dir: Path = CORE_DIR,
+) -> dict[str, str]:
+    """Environment of the ``unetrpp`` child: core on PYTHONPATH, UTF-8 I/O, GPU hidden when forced CPU."""
+    if base is None:
+        base = _startup_environment()
+    env = dict(base)
+    paths = [str(core_dir)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
+    env["PYTHONIOENCODING"] = "utf-8"
+    env["PYTHONUTF8"] = "1"
+    env["PYTHONUNBUFFERED"] = "1"
+    if Device(device) is Device.CPU:
+        env["CUDA_VISIBLE_DEVICES"] = ""
+    return env
+
+
+def _startup_environment() -> dict[str, str]:
+    """Inside Slicer: the environment before the launcher changed it (PythonSlicer sets its own)."""
+    try:
+        return dict(slicer.util.startupEnvironment())
+    except (AttributeError, ImportError, TypeError):
+        return dict(os.environ)
+
+
+class SegmentationJob:
+    """One running segmentation; created by :meth:`SegmentationLogic.start`.
+
+    Attributes:
+        status: RUNNING until the job ended as SUCCEEDED, FAILED or CANCELLED.
+        segmentation_node: the node holding the result (after success).
+        error_message: one line saying why it failed.
+        review: per-segment volume and flags (after success).
+    """
+
+    def __init__(
+        self,
+        logic: SegmentationLogic,
+        request: SegmentationRequest,
+        runner: ProcessRunner,
+        temp_dir: Path,
+        output_path: Path,
+        on_progress: Callable[[Progress], None] | None,
+        on_done: Callable[[SegmentationJob], None] | None,
+    ) -> None:
+        self.logic = logic
+        self.request = request
+        self.runner = runner
+        self.temp_dir = temp_dir
+        self.output_path = output_path
+        self.on_progress = on_progress
+        self.on_done = on_done
+        self.status = JobStatus.RUNNING
+        self.segmentation_node = None
+        self.error_message = ""
+        self.review: tuple[SegmentSummary, ...] = ()
+        self.started_at = time.monotonic()
+        self.elapsed_seconds = 0.0
+        self._percent = 0.0
+        self._stage = ""
+
+    @property
+    def state(self) -> RunState:
+        return self.runner.state
+
+    def handle_event(self, event: Event) -> None:
+        """Turn a child event into a :class:`Progress` callback (percent never decreases)."""
+        if isinstance(event, ProgressEvent):
+            start, end = _STAGE_SPANS.get(event.stage, (self._percent, self._percent))
+            self._report(event.stage, start + (end - start) * min(max(event.fraction, 0.0), 1.0), "")
+            if event.eta_seconds is not None:
+                self._report(event.stage, self._percent, "", event.eta_seconds)
+        elif isinstance(event, StageEvent):
+            start, _ = _STAGE_SPANS.get(event.stage, (self._percent, self._percent))
+            self._report(event.stage, start, event.message)
+
+    def _report(self, stage: str, percent: float, message: str, eta_seconds: float | None = None) -> None:
+        if percent < self._percent:
+            percent = self._percent
+        if percent == self._percent and stage == self._stage and not message and eta_seconds is None:
+            return
+        self._percent, self._stage = percent, stage
+        if self.on_progress is not None:
+            self.on_progress(Progress(stage, round(percent, 2), message, eta_seconds))
+
+    def poll(self) -> bool:
+        """Advance the job (call from the main thread); True while it is still running."""
+        if self.status is not JobStatus.RUNNING:
+            return False
+        state = self.runner.poll()
+        if state is RunState.IMPORTING:
+            self._report("importing", _STAGE_SPANS["importing"][0], "Loading the segmentation")
+            try:
+                self.segmentation_node = self.logic.import_result(self.output_path, self.request)
+                self.review = review_segmentation_node(self.segmentation_node)
+            except (UnetrppError, RuntimeError, OSError) as error:
+                self._end(JobStatus.FAILED, str(error))
+            else:
+                self._report("importing", 100.0, "Done")
+                self._end(JobStatus.SUCCEEDED)
+            self.runner.finish()
+        elif state is RunState.FAILED:
+            self._end(JobStatus.FAILED, self.runner.error_message)
+        elif state is RunState.CANCELLED:
+            self._end(JobStatus.CANCELLED)
+        return self.status is JobStatus.RUNNING
+
+    def cancel(self) -> None:
+        """Kill the child's whole process tree; no node is created, temporary files are removed."""
+        if self.status is JobStatus.RUNNING:
+            self.runner.cancel()
+            self.poll()
+
+    def wait(self, timeout_seconds: float | None = None, interval_seconds: float = 0.05) -> SegmentationJob:
+        """Block until the job ended; raises :class:`SegmentationError` when it failed."""
+        deadline = None if timeout_seconds is None else time.monotonic() + timeout_seconds
+        while self.poll():
+            if deadline is not None and time.monotonic() > deadline:
+                self.cancel()
+                raise SegmentationError(f"segmentation did not finish within {timeout_seconds} s")
+            time.sleep(interval_seconds)
+        if self.status is JobStatus.FAILED:
+            raise SegmentationError(self.error_message)
+        return self
+
+    def _end(self, status: JobStatus, message: str = "") -> None:
+        self.status = status
+        self.error_message = message
+        self.elapsed_seconds = time.monotonic() - self.started_at
+        shutil.rmtree(self.temp_dir, ignore_errors=True)
+        if status is JobStatus.FAILED:
+            logger.error("UNETR++ segmentation failed: %s", message)
+        if self.on_done is not None:
+            self.on_done(self)
+
+
+class SegmentationLogic:
+    """Runs segmentations in a background process and imports the results (no Qt).
+
+    Args:
+        python_executable: interpreter of the child; inside Slicer ``sys.executable`` is PythonSlicer.
+        temp_root: folder for the per-run temporary folders (Slicer's temporary path by default).
+        base_environment: environment the child's is derived from (Slicer's startup one by default).
+    """
+
+    def __init__(
+        self,
+        *,
+        python_executable: str | Path | None = None,
+        temp_root: str | Path | None = None,
+        base_environment: Mapping[str, str] | None = None,
+    ) -> None:
+        self.python_executable = str(python_executable or sys.executable)
+        self.temp_root = Path(temp_root) if temp_root is not None else _slicer_temp_dir()
+        self.base_environment = dict(base_environment) if base_environment is not None else None
+
+    # ---- child command -------------------------------------------------------------------------
+    def core_command(self, *arguments: str) -> list[str]:
+        """``[python, -m, unetrpp, *arguments]``."""
+        return [self.python_executable, "-m", "unetrpp", *arguments]
+
+    def segment_command(
+        self, input_paths: Sequence[Path], output_path: Path, request: SegmentationRequest
+    ) -> list[str]:
+        arguments = [
+            "segment",
+            *(str(p) for p in input_paths),
+            str(output_path),
+            "--model",
+            str(request.model),
+        ]
+        arguments += ["--device", request.device.value, "--overlap", repr(float(request.overlap))]
+        if request.use_tta:
+            arguments.append("--tta")
+        return self.core_command(*arguments, "--progress", "json")
+
+    def run_core(
+        self,
+        arguments: Sequence[str],
+        *,
+        device: Device = Device.AUTO,
+        on_event: Callable[[Event], None] | None = None,
+        on_log: Callable[[str], None] | None = None,
+    ) -> ProcessRunner:
+        """Start any ``unetrpp`` subcommand in the background (weights download, import)."""
+        runner = ProcessRunner(
+            self.core_command(*arguments),
+            env=child_environment(device, self.base_environment),
+            on_event=on_event,
+            on_log=on_log,
+        )
+        runner.start()
+        return runner
+
+    # ---- one segmentation ----------------------------------------------------------------------
+    def start(
+        self,
+        request: SegmentationRequest,
+        *,
+        on_progress: Callable[[Progress], None] | None = None,
+        on_event: Callable[[Event], None] | None = None,
+        on_log: Callable[[str], None] | None = None,
+        on_done: Callable[[SegmentationJob], None] | None = None,
+        wait_for_completion: bool = False,
+    ) -> SegmentationJob:
+        """Write the inputs, start the child and return the job (finished already when blocking).
+
+        Raises:
+            InputImageError: an input volume is empty or the inputs do not share one grid.
+            SegmentationError: (blocking mode) the child failed; the message is its one-line error.
+        """
+        _check_inputs(request.input_volumes)
+        if self.temp_root is not None:
+            self.temp_root.mkdir(parents=True, exist_ok=True)
+        temp_dir = Path(tempfile.mkdtemp(prefix="UNETRPP-", dir=self.temp_root))
+        try:
+            input_paths = [
+                _write_volume(volume, temp_dir / f"input_{index}.nrrd")
+                for index, volume in enumerate(request.input_volumes)
+            ]
+        except BaseException:
+            shutil.rmtree(temp_dir, ignore_errors=True)
+            raise
+        output_path = temp_dir / "result.seg.nrrd"
+        job: SegmentationJob
+
+        def forward(event: Event) -> None:
+            job.handle_event(event)
+            if on_event is not None:
+                on_event(event)
+
+        runner = ProcessRunner(
+            self.segment_command(input_paths, output_path, request),
+            env=child_environment(request.device, self.base_environment),
+            on_event=forward,
+            on_log=on_log,
+        )
+        job = SegmentationJob(self, request, runner, temp_dir, output_path, on_progress, on_done)
+        runner.start()
+        if wait_for_completion:
+            job.wait()
+        return job
+
+    # ---- result import -------------------------------------------------------------------------
+    def import_result(self, path: str | Path, request: SegmentationRequest):
+        """Load a ``.seg.nrrd`` for ``request``: into a new node, or replace the chosen node's segments
+        only when ``replace_confirmed``. Returns the segmentation node."""
+        reference = request.input_volumes[0]
+        scene = reference.GetScene()
+        # Read into a node already in the scene: the reader creates display nodes for it.
+        loaded = scene.AddNewNodeByClass("vtkMRMLSegmentationNode")
+        storage = slicer.vtkMRMLSegmentationStorageNode()
+        storage.SetFileName(str(path))
+        if not Path(path).is_file() or not storage.ReadData(loaded):
+            scene.RemoveNode(loaded)
+            raise SegmentationError(f"the segmentation result {Path(path).name} could not be read")
+        target = request.output_segmentation
+        if target is not None and request.replace_confirmed:
+            segmentation = target.GetSegmentation()
+            segmentation.RemoveAllSegments()
+            source = loaded.GetSegmentation()
+            for index in range(source.GetNumberOfSegments()):
+                segmentation.CopySegmentFromSegmentation(source, source.GetNthSegmentID(index))
+            scene.RemoveNode(loaded)
+        else:
+            target = loaded
+            name = f"{reference.GetName()} {Path(str(request.model)).stem} segmentation"
+            target.SetName(scene.GenerateUniqueName(name))
+        if target.GetDisplayNode() is None:
+            target.CreateDefaultDisplayNodes()
+        target.SetReferenceImageGeometryParameterFromVolumeNode(reference)
+        target.SetAndObserveTransformNodeID(reference.GetTransformNodeID())
+        _place_in_study(scene, reference, target)
+        if request.create_surfaces:
+            target.CreateClosedSurfaceRepresentation()
+        return target
+
+
+def _slicer_temp_dir() -> Path | None:
+    try:
+        return Path(slicer.app.temporaryPath) / "UNETRPP"
+    except AttributeError:
+        return None
+
+
+def _ijk_to_ras(volume) -> np.ndarray:
+    import vtk
+
+    matrix = vtk.vtkMatrix4x4()
+    volume.GetIJKToRASMatrix(matrix)
+    return np.array([[matrix.GetElement(r, c) for c in range(4)] for r in range(4)])
+
+
+def _check_inputs(volumes: Sequence) -> None:
+    """Every input has voxels, and all share one grid and parent transform (the child needs one grid)."""
+    first = volumes[0]
+    for volume in volumes:
+        if (
+            volume is None
+            or not volume.IsA("vtkMRMLScalarVolumeNode")
+            or volume.IsA("vtkMRMLLabelMapVolumeNode")
+        ):
+            raise InputImageError("each input must be a scalar volume (not a labelmap or empty selection)")
+        image = volume.GetImageData()
+        if image is None or min(image.GetDimensions()) < 1 or image.GetNumberOfPoints() == 0:
+            raise InputImageError(f"input volume '{volume.GetName()}' has no voxels")
+        if image.GetNumberOfScalarComponents() != 1:
+            raise InputImageError(
+                f"input volume '{volume.GetName()}' is not a scalar (single-component) volume"
+            )
+        if volume is first:
+            continue
+        same_grid = image.GetDimensions() == first.GetImageData().GetDimensions() and np.allclose(
+            _ijk_to_ras(volume), _ijk_to_ras(first), atol=1e-4
+        )
+        if not same_grid or volume.GetTransformNodeID() != first.GetTransformNodeID():
+            raise InputImageError(
+                f"input volumes '{first.GetName()}' and '{volume.GetName()}' do not share one voxel grid "
+                "and transform; resample them onto the first one (Resample Scalar/Vector/DWI Volume)"
+            )
+
+
+def _write_volume(volume, path: Path) -> Path:
+    """Write a volume to an uncompressed NRRD through a standalone storage node (node unchanged)."""
+    storage = slicer.vtkMRMLVolumeArchetypeStorageNode()
+    storage.SetFileName(str(path))
+    storage.SetUseCompression(False)
+    if not storage.WriteData(volume) or not path.is_file():
+        raise SegmentationError(
+            f"could not write volume '{volume.GetName()}' to the temporary folder {path.parent}"
+        )
+    return path
+
+
+def _place_in_study(scene, reference, segmentation_node) -> None:
+    """Put the segmentation under the same subject-hierarchy parent (study) as the reference volume."""
+    hierarchy = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
+    if hierarchy is None:
+        return
+    reference_item = hierarchy.GetItemByDataNode(reference)
+    if not reference_item:
+        return
+    parent = hierarchy.GetItemParent(reference_item)
+    segmentation_item = hierarchy.GetItemByDataNode(segmentation_node)
+    if not segmentation_item:  # Slicer's GUI adds items by itself; the bare core does not
+        segmentation_item = hierarchy.CreateItem(parent, segmentation_node)
+    if parent and parent != hierarchy.GetSceneItemID():
+        hierarchy.SetItemParent(segmentation_item, parent)
