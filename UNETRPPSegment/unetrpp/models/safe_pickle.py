@@ -1,0 +1,140 @@
+"""Reading pickles from the internet without running them: plain data and numpy values only.
+
+Official UNETR++ weights are nnU-Net v1 files: ``model_final_checkpoint.model`` (``torch.save``) and
+its sibling ``.model.pkl`` (a plain pickle). A pickle can name any importable callable and call it
+while loading (``os.system`` via ``__reduce__``), so both are read with allow-lists:
+
+* ``torch_numpy_allowlist()`` feeds ``torch.serialization.safe_globals`` for ``torch.load(...,
+  weights_only=True)``: exactly the numpy globals that numpy scalars and small arrays in a training
+  log (``plot_stuff``) reconstruct with.
+* ``load_plain_pickle(path)`` uses an ``Unpickler`` whose ``find_class`` accepts only builtin
+  containers and scalars, ``collections.OrderedDict``/``defaultdict`` and the same numpy
+  reconstruction functions. Anything else stops the load before the named object is even looked up.
+
+Files written with numpy 1.x name ``numpy.core.multiarray``; numpy 2.x renamed it ``numpy._core``.
+Both spellings are accepted and mapped onto the functions of the numpy that is installed, without
+importing the deprecated ``numpy.core`` shim.
+"""
+
+from __future__ import annotations
+
+import _codecs
+import collections
+import io
+import pickle
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from unetrpp.errors import CheckpointError, UnsafeCheckpointError
+
+__all__ = ["torch_numpy_allowlist", "load_plain_pickle"]
+
+try:  # numpy >= 2
+    from numpy._core import multiarray as _multiarray
+except ImportError:  # pragma: no cover - numpy 1.x
+    from numpy.core import multiarray as _multiarray  # type: ignore[no-redef]
+
+_MULTIARRAY_MODULES = ("numpy.core.multiarray", "numpy._core.multiarray")
+
+# dtype characters of plain numeric, boolean and string data (no object, void or datetime types).
+_PLAIN_DTYPE_CHARS = "?bBhHiIlLqQefdgFDGUS"
+
+
+def _plain_dtype_classes() -> list[type]:
+    """``numpy.dtypes.Float64DType`` and friends; unpickling a dtype sets its state on an instance of
+    its class, so a loader that checks types needs these classes (numpy >= 1.25 has one per type)."""
+    classes: list[type] = []
+    for char in _PLAIN_DTYPE_CHARS:
+        cls = type(np.dtype(char))
+        if cls not in classes:
+            classes.append(cls)
+    return classes
+
+
+def _numpy_globals() -> dict[str, Any]:
+    """Full dotted name -> object for every numpy global a plain-data pickle may reference."""
+    allowed: dict[str, Any] = {"numpy.dtype": np.dtype, "numpy.ndarray": np.ndarray}
+    for module in _MULTIARRAY_MODULES:
+        allowed[f"{module}.scalar"] = _multiarray.scalar
+        allowed[f"{module}._reconstruct"] = _multiarray._reconstruct
+    for cls in _plain_dtype_classes():
+        allowed[f"{cls.__module__}.{cls.__qualname__}"] = cls
+    return allowed
+
+
+def torch_numpy_allowlist() -> list[Any]:
+    """Entries for ``torch.serialization.safe_globals`` covering numpy scalars, dtypes and arrays.
+
+    Each entry is ``(object, "dotted.name")`` so that files written with numpy 1.x
+    (``numpy.core.multiarray.scalar``) resolve to the installed numpy's function.
+    """
+    return [(obj, name) for name, obj in _numpy_globals().items()]
+
+
+# Builtins a data pickle legitimately uses. ``_codecs.encode`` is how protocol 2 stores bytes (numpy
+# scalars carry their raw value as bytes); it only converts text.
+_PLAIN_GLOBALS: dict[str, Any] = {
+    "builtins.set": set,
+    "builtins.frozenset": frozenset,
+    "builtins.complex": complex,
+    "builtins.bytearray": bytearray,
+    "builtins.bytes": bytes,
+    "builtins.slice": slice,
+    "builtins.range": range,
+    "builtins.list": list,
+    "builtins.dict": dict,
+    "builtins.tuple": tuple,
+    "builtins.int": int,
+    "builtins.float": float,
+    "builtins.str": str,
+    "builtins.bool": bool,
+    "collections.OrderedDict": collections.OrderedDict,
+    "collections.defaultdict": collections.defaultdict,
+    "_codecs.encode": _codecs.encode,
+}
+
+
+class _PlainDataUnpickler(pickle.Unpickler):
+    def __init__(self, file: io.BufferedIOBase, source: Path) -> None:
+        super().__init__(file)
+        self._source = source
+        self._allowed = {**_PLAIN_GLOBALS, **_numpy_globals()}
+
+    def find_class(self, module: str, name: str) -> Any:
+        dotted = f"{module}.{name}"
+        if dotted not in self._allowed:
+            raise UnsafeCheckpointError(
+                f"refused to load {self._source}: it asks to run '{dotted}', which is not plain data "
+                "(a tampered or foreign file; nothing was executed)"
+            )
+        return self._allowed[dotted]
+
+
+def load_plain_pickle(path: str | Path) -> Any:
+    """Unpickle ``path`` allowing only plain data (builtins, OrderedDict/defaultdict, numpy values).
+
+    Raises:
+        UnsafeCheckpointError: the pickle references any other callable (it is refused before that
+            callable is imported or run).
+        CheckpointError: the file is not a pickle or is truncated.
+    """
+    path = Path(path)
+    try:
+        with path.open("rb") as file:
+            return _PlainDataUnpickler(file, path).load()
+    except UnsafeCheckpointError:
+        raise
+    except (
+        pickle.UnpicklingError,
+        EOFError,
+        ValueError,
+        TypeError,
+        AttributeError,
+        IndexError,
+        KeyError,
+    ) as e:
+        raise CheckpointError(
+            f"{path} is not a readable plans pickle (truncated or another format): {e}"
+        ) from e
