@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import threading
@@ -21,6 +22,8 @@ from unetrpp.errors import (
 )
 from unetrpp.models import store
 from unetrpp.models.cards import ModelCard, WeightsSource
+from unetrpp.models.checkpoint import load_model_file
+from unetrpp.models.export import export_official
 from unetrpp.models.registry import find_card
 from unetrpp.network import build_network
 
@@ -234,3 +237,37 @@ def test_bundled_demo_model_is_never_removed_or_replaced(official_checkpoint):
         store.remove(card)
     with pytest.raises(UnetrppError, match="ships with unetrpp"):
         store.import_weights(official_checkpoint, card)
+
+
+def _tiny_card(name: str) -> ModelCard:
+    """The synapse card, but for the tiny network of ``official_checkpoint``."""
+    synapse = find_card("synapse")
+    plans = dataclasses.replace(synapse.plans, patch_size_zyx=(16, 32, 32))
+    overrides = {"patch_size": [16, 32, 32], "feature_size": 4, "deep_supervision": False}
+    return dataclasses.replace(synapse, name=name, network_overrides=overrides, plans=plans)
+
+
+def test_export_official_to_unetrpp_then_import_round_trip(official_checkpoint, tmp_path):
+    card = _tiny_card("tiny")
+    output = export_official(official_checkpoint, tmp_path / "tiny.unetrpp", card)
+
+    loaded = load_model_file(output)
+    assert loaded.card.labels == card.labels and loaded.plans == card.plans
+    original = torch.load(official_checkpoint, map_location="cpu", weights_only=True)["state_dict"]
+    exported = loaded.network.state_dict()
+    assert set(exported) == set(original)
+    assert all(torch.equal(exported[key], original[key]) for key in original)
+
+    with pytest.raises(OutputExistsError):
+        export_official(official_checkpoint, output, card)
+
+    installed = store.import_weights(output, card)
+    assert installed.name == "tiny.unetrpp" and installed.read_bytes() == output.read_bytes()
+    assert store.installed_record(card).format == "unetrpp"
+    assert load_model_file(store.verify(card)).card.name == "tiny"
+
+
+def test_export_refuses_a_checkpoint_of_another_model(official_checkpoint, tmp_path):
+    with pytest.raises(CheckpointMismatchError):
+        export_official(official_checkpoint, tmp_path / "acdc.unetrpp", "acdc")
+    assert not (tmp_path / "acdc.unetrpp").exists()

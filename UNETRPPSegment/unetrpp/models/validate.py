@@ -49,6 +49,8 @@ def check_weights_file(
         CheckpointMismatchError: a valid checkpoint of another network than the card's.
     """
     path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no weights file at {path}")
     with open(path, "rb") as stream:
         head = stream.read(4096)
     if looks_like_html(head):
