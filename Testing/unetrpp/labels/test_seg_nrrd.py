@@ -10,9 +10,17 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import slicer_harness
+from conftest import shared_path
 from unetrpp.errors import OutputExistsError, UnetrppError
 from unetrpp.labels.seg_nrrd import ijk_to_lps, read_seg_nrrd, summarize, write_seg_nrrd
-from unetrpp.labels.terminology import ANATOMIC_CONTEXT, Structure, structures_for, terminology_entry_string
+from unetrpp.labels.terminology import (
+    ANATOMIC_CONTEXT,
+    Structure,
+    select_structures,
+    structures_for,
+    structures_from_labels,
+    terminology_entry_string,
+)
 
 # The real Slicer core fixture (also available everywhere once conftest registers the plugin).
 slicer_app = slicer_harness.slicer_app
@@ -343,3 +351,80 @@ def test_summarize_counts_voxels_and_millilitres_per_structure():
         assert row["voxels"] == count
         assert row["volume_ml"] == pytest.approx(count * voxel_ml)
     assert sum(row["voxels"] for row in summary) == int(np.count_nonzero(array))
+
+
+# folder, file, names of its labels (others are named "label N"); see ../shared/real_inputs/SOURCES.md
+REAL_LABEL_MAPS = {
+    "dcmqi-ct3slice-manual-liver": ("dcmqi_ct3slice", "liver_seg.nrrd", {1: "liver"}),
+    "totalseg-ct-las-grid": ("totalseg_example_ct", "example_seg_dicom.nii.gz", {}),
+}
+
+
+def _volume_as_sitk(node) -> sitk.Image:
+    """A Slicer volume node as a SimpleITK image with the node's own geometry (IJK to RAS -> LPS)."""
+    import vtk
+
+    ijk_to_ras = vtk.vtkMatrix4x4()
+    node.GetIJKToRASMatrix(ijk_to_ras)
+    matrix = LPS_TO_RAS @ _matrix(ijk_to_ras)
+    spacing = np.linalg.norm(matrix[:3, :3], axis=0)
+    image = sitk.GetImageFromArray(_labelmap_array(node.GetImageData()).copy())
+    image.SetSpacing(spacing.tolist())
+    image.SetDirection((matrix[:3, :3] / spacing).ravel().tolist())
+    image.SetOrigin(matrix[:3, 3].tolist())
+    return image
+
+
+@pytest.mark.parametrize("parts", list(REAL_LABEL_MAPS.values()), ids=list(REAL_LABEL_MAPS))
+def test_real_label_map_lands_where_slicer_shows_the_original(parts, slicer_app, tmp_path):
+    """A real label map written as .seg.nrrd: each segment covers the same physical voxels as Slicer's own
+    reading of the original label file (Slicer's volume reader, not SimpleITK, decides where those are;
+    for the NIfTI file it even orders the slices the other way round)."""
+    import vtk
+
+    folder, filename, names = parts
+    source = shared_path("real_inputs", folder, filename)
+    image = sitk.ReadImage(str(source))
+    if not np.issubdtype(sitk.GetArrayViewFromImage(image).dtype, np.integer):
+        image = sitk.Cast(image, sitk.sitkUInt16)
+    values = [int(v) for v in np.unique(sitk.GetArrayViewFromImage(image)) if v != 0]
+    structures = structures_from_labels("real", [(v, names.get(v, f"label {v}")) for v in values])
+    path = write_seg_nrrd(image, structures, tmp_path / "real.seg.nrrd")
+
+    original = _volume_as_sitk(slicer_app.load_volume(source, labelmap=True))
+    nearest = sitk.sitkNearestNeighbor
+    expected = sitk.GetArrayFromImage(sitk.Resample(original, image, sitk.Transform(), nearest, 0))
+    assert expected.any()
+
+    segmentation = _read_with_slicer(slicer_app, path).GetSegmentation()
+    assert segmentation.GetNumberOfSegments() == len(values)
+    for structure in structures:
+        segment = segmentation.GetSegment(f"Segment_{structure.label_value}")
+        labelmap = segment.GetRepresentation("Binary labelmap")
+        matrix = vtk.vtkMatrix4x4()
+        labelmap.GetImageToWorldMatrix(matrix)
+        np.testing.assert_allclose(_matrix(matrix), LPS_TO_RAS @ ijk_to_lps(image), atol=1e-6)
+        mask = _labelmap_array(labelmap) == structure.label_value
+        np.testing.assert_array_equal(mask, expected == structure.label_value, err_msg=structure.name)
+        if structure.name == "liver":  # a known name keeps the table's code
+            assert segment.GetTerminology() == terminology_entry_string(
+                select_structures(structures_for("synapse"), ["liver"])[0]
+            )
+
+
+def test_slicer_util_loads_our_file_through_the_harness_globals(tmp_path):
+    """slicer.util.loadSegmentation / getModuleLogic work inside the harness and the globals go away after."""
+    import slicer
+    import slicer.util
+
+    path = write_seg_nrrd(
+        _label_map("oblique-anisotropic"), structures_for("synapse"), tmp_path / "a.seg.nrrd"
+    )
+    with slicer_harness.slicer_core_app() as app:
+        node = slicer.util.loadSegmentation(str(path))
+        assert node.GetScene() is app.scene is slicer.mrmlScene
+        assert slicer.util.getModuleLogic("Segmentations") is app.logic("Segmentations")
+        assert node.GetSegmentation().GetSegment("Segment_6").GetName() == "liver"
+        slicer.util.saveNode(node, str(tmp_path / "b.seg.nrrd"))
+    assert read_seg_nrrd(tmp_path / "b.seg.nrrd")[1][5].name == "liver"
+    assert not any(hasattr(slicer, name) for name in ("mrmlScene", "modules", "app"))
