@@ -1,0 +1,274 @@
+"""``segment()`` end to end: geometry round trips onto the input grid, options, events, refusals.
+
+The geometry tests replace the network by :class:`IntensityBandNetwork`, a real ``nn.Module`` that
+labels each voxel by its intensity band. With it, a labelled cube in the input must come back on
+exactly the same voxels, whatever the input's orientation, so any axis swap, flip, crop or tiling
+mistake in the pipeline shows as a mismatch. The UNETR++ network itself is tested elsewhere; one
+test here runs a tiny real UNETR++ through a resampling plan.
+"""
+
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+from torch import nn
+from unetrpp.errors import InputImageError, ModelNotFoundError, OutputExistsError, UnetrppError
+from unetrpp.events import ProgressEvent, ResultEvent, StageEvent
+from unetrpp.labels.seg_nrrd import read_seg_nrrd
+from unetrpp.models.cards import ChannelNormalization, ModelCard, Plans
+from unetrpp.models.loader import LoadedModel
+from unetrpp.pipeline.predictor import SegmentOptions, segment
+
+BANDS = (0.0, 100.0, 200.0)  # intensity of background, label 1, label 2
+LABELS = ((1, "spleen"), (2, "right kidney"))
+
+
+class IntensityBandNetwork(nn.Module):
+    """Stand-in network: class k scores highest where the input is nearest ``centres[k]``."""
+
+    def __init__(self, centres: tuple[float, ...], patch_size: tuple[int, int, int]) -> None:
+        super().__init__()
+        self.config = SimpleNamespace(patch_size=patch_size, in_channels=1, out_channels=len(centres))
+        self.register_buffer("centres", torch.tensor(centres).view(1, -1, 1, 1, 1))
+
+    def forward(self, batch: torch.Tensor) -> torch.Tensor:
+        return -(((batch - self.centres) / 25.0) ** 2)
+
+
+def _plans(target_spacing_zyx, patch=(8, 16, 16), num_classes=3, transpose=(0, 1, 2)) -> Plans:
+    # CT scheme with mean 0, sd 1: the network sees the clipped Hounsfield values themselves.
+    channel = ChannelNormalization("CT", mean=0.0, sd=1.0, lower_bound=-1000.0, upper_bound=1000.0)
+    backward = tuple(int(i) for i in np.argsort(transpose))
+    return Plans((channel,), target_spacing_zyx, patch, num_classes, transpose, backward)
+
+
+def _card(plans: Plans, label_set="synapse", labels=LABELS) -> ModelCard:
+    return ModelCard(
+        name="bands",
+        title="intensity bands",
+        task="test",
+        modality="CT",
+        input_channels=("CT",),
+        label_set=label_set,
+        labels=labels,
+        variant="synapse",
+        patch_size_zyx=plans.patch_size_zyx,
+        orientation="RAS",
+        plans=plans,
+    )
+
+
+def _band_model(image: sitk.Image, transpose=(0, 1, 2)) -> LoadedModel:
+    """A stub model whose target spacing is the image's own after reorientation: no resampling."""
+    oriented = sitk.DICOMOrient(image, "RAS")
+    spacing_zyx = tuple(reversed(oriented.GetSpacing()))
+    plans = _plans(tuple(spacing_zyx[a] for a in transpose), transpose=transpose)
+    return LoadedModel(IntensityBandNetwork(BANDS, plans.patch_size_zyx), _card(plans), plans)
+
+
+def _rotation(axis: int, degrees: float) -> np.ndarray:
+    c, s = math.cos(math.radians(degrees)), math.sin(math.radians(degrees))
+    i, j = [a for a in range(3) if a != axis]
+    matrix = np.eye(3)
+    matrix[i, i], matrix[i, j], matrix[j, i], matrix[j, j] = c, -s, s, c
+    return matrix
+
+
+GEOMETRIES = {
+    "axial-lps": (np.eye(3), (0.8, 0.8, 2.5)),
+    "axial-ras": (np.diag([-1.0, -1.0, 1.0]), (0.8, 0.8, 2.5)),
+    "las": (np.diag([-1.0, 1.0, 1.0]), (1.0, 1.0, 1.0)),
+    # i runs posterior, j inferior, k left: a sagittal acquisition
+    "sagittal": (np.array([[0.0, 0.0, 1.0], [1.0, 0.0, 0.0], [0.0, -1.0, 0.0]]), (1.1, 0.9, 3.0)),
+    "anisotropic": (np.eye(3), (0.7, 0.7, 5.0)),
+    "oblique": (_rotation(2, 25.0) @ _rotation(0, 12.0), (0.9, 1.2, 2.0)),
+}
+
+
+def _phantom(direction: np.ndarray, spacing_xyz, size_xyz=(30, 26, 14)) -> tuple[sitk.Image, np.ndarray]:
+    """A CT-like volume with two cubes at asymmetric places, and the label map they should give."""
+    array = np.zeros(tuple(reversed(size_xyz)), dtype=np.int16)  # (k, j, i)
+    array[2:7, 4:11, 3:10] = 100
+    array[6:12, 13:22, 17:27] = 200
+    array[9:11, 2:4, 24:28] = 100  # a small second part of label 1
+    image = sitk.GetImageFromArray(array)
+    image.SetSpacing(spacing_xyz)
+    image.SetDirection(tuple(direction.ravel()))
+    image.SetOrigin((-12.5, 30.25, 101.0))
+    expected = np.select([array == 100, array == 200], [1, 2], 0)
+    return image, expected
+
+
+def _assert_same_grid(label_map: sitk.Image, image: sitk.Image) -> None:
+    assert label_map.GetSize() == image.GetSize()
+    assert label_map.GetOrigin() == image.GetOrigin()
+    assert label_map.GetSpacing() == image.GetSpacing()
+    assert label_map.GetDirection() == image.GetDirection()
+
+
+@pytest.mark.parametrize("name", list(GEOMETRIES), ids=list(GEOMETRIES))
+def test_labelled_cubes_land_on_the_same_voxels_for_every_input_orientation(name):
+    direction, spacing = GEOMETRIES[name]
+    image, expected = _phantom(direction, spacing)
+    result = segment(image, _band_model(image), options=SegmentOptions(device="cpu"))
+    _assert_same_grid(result.label_map, image)
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(result.label_map), expected)
+
+
+def test_transposed_plans_and_lps_model_orientation_also_round_trip():
+    image, expected = _phantom(*GEOMETRIES["oblique"])
+    model = _band_model(sitk.DICOMOrient(image, "LPS"), transpose=(2, 0, 1))
+    options = SegmentOptions(device="cpu", orientation="lps")
+    result = segment(image, model, options=options)
+    _assert_same_grid(result.label_map, image)
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(result.label_map), expected)
+
+
+def test_file_round_trip_writes_a_seg_nrrd_on_the_input_grid_with_volumes(tmp_path):
+    image, expected = _phantom(*GEOMETRIES["sagittal"])
+    source = tmp_path / "case.nrrd"
+    sitk.WriteImage(image, str(source))
+    events = []
+    result = segment(
+        source, _band_model(image), tmp_path / "case.seg.nrrd", SegmentOptions(device="cpu"), events.append
+    )
+
+    label_map, segments = read_seg_nrrd(tmp_path / "case.seg.nrrd")
+    _assert_same_grid(label_map, image)
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(label_map), expected)
+    assert [(s.label_value, s.name) for s in segments] == list(LABELS)
+    voxel_ml = np.prod(image.GetSpacing()) / 1000
+    for volume in result.volumes:
+        count = int((expected == volume.label_value).sum())
+        assert volume.voxels == count
+        assert volume.volume_ml == pytest.approx(count * voxel_ml)
+
+    stages = [e.stage for e in events if isinstance(e, StageEvent)]
+    assert stages == ["read", "preprocess", "inference", "resample", "write"]
+    assert isinstance(events[-1], ResultEvent)
+    assert events[-1].output == str(tmp_path / "case.seg.nrrd")
+    assert [s["voxels"] for s in events[-1].structures] == [v.voxels for v in result.volumes]
+    assert set(result.stage_seconds) == set(stages)
+
+
+def test_structure_subset_and_largest_component():
+    image, expected = _phantom(*GEOMETRIES["axial-ras"])
+    options = SegmentOptions(device="cpu", structures=("Spleen",), keep_largest_component=True)
+    result = segment(image, _band_model(image), options=options)
+    assert [s.name for s in result.structures] == ["spleen"]
+    array = sitk.GetArrayFromImage(result.label_map)
+    main_cube = np.zeros_like(expected)
+    main_cube[2:7, 4:11, 3:10] = 1  # the small second part of label 1 and all of label 2 are gone
+    np.testing.assert_array_equal(array, main_cube)
+
+
+def test_tiny_unetrpp_with_resampling_plans_returns_the_input_grid_and_reports_progress():
+    from unetrpp.network import build_network
+
+    torch.manual_seed(0)
+    network = build_network(
+        "synapse",
+        patch_size=(16, 32, 32),
+        feature_size=4,
+        dims=(8, 16, 32, 64),
+        out_channels=3,
+        deep_supervision=False,
+    )
+    plans = _plans((3.0, 1.5, 1.5), patch=(16, 32, 32))
+    model = LoadedModel(network.eval(), _card(plans), plans)
+    image, _ = _phantom(*GEOMETRIES["oblique"])
+    events = []
+    result = segment(image, model, options=SegmentOptions(device="cpu"), on_event=events.append)
+    _assert_same_grid(result.label_map, image)
+    assert set(np.unique(sitk.GetArrayViewFromImage(result.label_map))) <= {0, 1, 2}
+    progress = [e for e in events if isinstance(e, ProgressEvent)]
+    assert progress[0].done == 0 and progress[-1].done == progress[-1].total >= 1
+    assert all(a.done < b.done for a, b in zip(progress, progress[1:]))
+
+
+def test_existing_output_is_refused_before_any_work(tmp_path):
+    image, _ = _phantom(*GEOMETRIES["axial-lps"])
+    output = tmp_path / "out.seg.nrrd"
+    output.write_bytes(b"precious")
+    events = []
+    with pytest.raises(OutputExistsError, match="already exists"):
+        segment(image, _band_model(image), output, SegmentOptions(device="cpu"), events.append)
+    assert events == []
+    assert output.read_bytes() == b"precious"
+    segment(image, _band_model(image), output, SegmentOptions(device="cpu"), overwrite=True)
+    assert read_seg_nrrd(output)[0].GetSize() == image.GetSize()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "fragment"),
+    [
+        ({"structures": ("livre",)}, UnetrppError, "no structure 'livre'"),
+        ({"device": "tpu"}, UnetrppError, "unknown device"),
+        ({"output": "out.nii.gz"}, UnetrppError, "must end in .seg.nrrd"),
+        ({"output": "missing/out.seg.nrrd"}, UnetrppError, "does not exist"),
+        ({"output": "a_file/out.seg.nrrd"}, UnetrppError, "does not exist"),
+    ],
+    ids=["unknown-structure", "unknown-device", "output-suffix", "missing-folder", "folder-is-a-file"],
+)
+def test_bad_options_and_outputs_are_refused_before_reading_or_loading(tmp_path, kwargs, error, fragment):
+    (tmp_path / "a_file").write_text("not a folder")
+    image, _ = _phantom(*GEOMETRIES["axial-lps"])
+    output = kwargs.pop("output", None)
+    events = []
+    with pytest.raises(error, match=fragment):
+        segment(
+            image,
+            _band_model(image),
+            None if output is None else tmp_path / output,
+            SegmentOptions(**kwargs),
+            events.append,
+        )
+    assert events == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "fragment"),
+    [
+        ({"overlap": 1.0}, "overlap"),
+        ({"orientation": "RAX"}, "orientation 'RAX'"),
+        ({"precision": "fp8"}, "precision"),
+        ({"batch_size": 0}, "batch size"),
+    ],
+    ids=["overlap", "orientation", "precision", "batch-size"],
+)
+def test_segment_options_validate_on_construction(kwargs, fragment):
+    with pytest.raises(UnetrppError, match=fragment):
+        SegmentOptions(**kwargs)
+
+
+def test_cuda_request_without_cuda_fails_before_loading_a_model(tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present")
+    image, _ = _phantom(*GEOMETRIES["axial-lps"])
+    with pytest.raises(UnetrppError, match="CUDA was requested"):
+        segment(image, tmp_path / "no-such-model.unetrpp", options=SegmentOptions(device="cuda"))
+
+
+def test_wrong_number_of_inputs_and_invalid_images_are_input_errors():
+    image, _ = _phantom(*GEOMETRIES["axial-lps"])
+    model = _band_model(image)
+    with pytest.raises(InputImageError, match="needs 1 input"):
+        segment([image, image], model, options=SegmentOptions(device="cpu"))
+    nan_image = sitk.Cast(image, sitk.sitkFloat32)
+    nan_image[3, 3, 3] = float("nan")
+    with pytest.raises(InputImageError, match="NaN"):
+        segment(nan_image, model, options=SegmentOptions(device="cpu"))
+
+
+def test_registry_model_without_installed_weights_is_named_before_reading(tmp_path, monkeypatch):
+    monkeypatch.setenv("UNETRPP_HOME", str(tmp_path / "home"))
+    with pytest.raises(ModelNotFoundError, match="unetrpp download synapse"):
+        segment(tmp_path / "not-read.nii.gz", "synapse", options=SegmentOptions(device="cpu"))
+    with pytest.raises(ModelNotFoundError, match="synapse"):
+        segment(tmp_path / "not-read.nii.gz", "synapes", options=SegmentOptions(device="cpu"))

@@ -1,0 +1,407 @@
+"""``segment()``: clinical volume(s) in, a coded Slicer segmentation on the exact input grid out.
+
+The stages, each a plain function of its own module with plain data in between (so each is testable
+alone and the Slicer module can show where a run is):
+
+    read        pipeline.io.read_inputs: validate, one image per model input channel
+    preprocess  pipeline.geometry.reorient to the model's orientation, pipeline.preprocess.preprocess
+    inference   pipeline.sliding_window.predict_sliding_window (one progress event per tile)
+    resample    pipeline.postprocess.restore_label_map, optional largest component, structure subset,
+                pipeline.geometry.restore_orientation back onto the input grid
+    write       labels.seg_nrrd.write_seg_nrrd (atomic: temporary file, then rename)
+
+Everything the user can get wrong (options, output path, input count, input files) is checked before
+the weights are loaded or any voxel is computed, so a mistake costs seconds, not a whole run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import SimpleITK as sitk
+
+from unetrpp.errors import InputImageError, ModelNotFoundError, OutputExistsError, UnetrppError
+from unetrpp.events import EventCallback, ResultEvent, StageEvent, emit
+from unetrpp.labels.terminology import Structure, select_structures, structures_for, structures_from_labels
+from unetrpp.models.cards import ModelCard
+from unetrpp.models.loader import LoadedModel
+from unetrpp.pipeline.sliding_window import Accumulation, Precision, SlidingWindowConfig
+
+__all__ = ["SegmentOptions", "SegmentResult", "StructureVolume", "segment", "SEG_NRRD_SUFFIX"]
+
+logger = logging.getLogger(__name__)
+
+SEG_NRRD_SUFFIX = ".seg.nrrd"
+_AXIS_LETTERS = ("LR", "PA", "IS")
+_REGISTRY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+PathLike = str | os.PathLike[str]
+Inputs = PathLike | sitk.Image | Sequence[PathLike] | Sequence[sitk.Image]
+
+
+@dataclass(frozen=True)
+class SegmentOptions:
+    """How to segment; every field is checked before the weights are loaded.
+
+    Attributes:
+        device: ``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N``.
+        overlap: sliding-window overlap between neighbouring tiles, in [0, 1).
+        use_tta: mirroring test-time augmentation over the three axes (8x slower, slightly better).
+        structures: names (or label values) of the structures to keep; None keeps all. Others become
+            background and are left out of the file.
+        keep_largest_component: keep only the largest connected component of each structure.
+        orientation: 3-letter code the image is brought into before inference; None uses the model
+            card's (the orientation the weights were trained in).
+        precision: forward-pass arithmetic: ``auto`` (fp16 on CUDA, fp32 on CPU), ``fp32``, ``bf16``,
+            ``fp16`` (CUDA only).
+        batch_size: tiles per forward pass.
+        accumulation: dtype of the blended probabilities, ``float16`` (half the memory) or ``float32``.
+        skip_empty_tiles: predict a tile of constant input (air, padding) once and reuse it.
+        series_uid: DICOM folder input only: the series to read when the folder holds several.
+    """
+
+    device: str = "auto"
+    overlap: float = 0.5
+    use_tta: bool = False
+    structures: tuple[str, ...] | None = None
+    keep_largest_component: bool = False
+    orientation: str | None = None
+    precision: Precision = Precision.AUTO
+    batch_size: int = 1
+    accumulation: Accumulation = Accumulation.FLOAT16
+    skip_empty_tiles: bool = True
+    series_uid: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.structures is not None:
+            object.__setattr__(self, "structures", tuple(str(s) for s in self.structures))
+        if self.orientation is not None:
+            object.__setattr__(self, "orientation", _check_orientation(self.orientation))
+        config = self.sliding_window_config()  # validates overlap, precision, batch size, accumulation
+        object.__setattr__(self, "precision", config.precision)
+        object.__setattr__(self, "accumulation", config.accumulation)
+
+    def sliding_window_config(self) -> SlidingWindowConfig:
+        return SlidingWindowConfig(
+            overlap=self.overlap,
+            use_mirroring=self.use_tta,
+            batch_size=self.batch_size,
+            precision=self.precision,
+            accumulation=self.accumulation,
+            skip_empty_tiles=self.skip_empty_tiles,
+        )
+
+
+@dataclass(frozen=True)
+class StructureVolume:
+    """Size of one segmented structure."""
+
+    label_value: int
+    name: str
+    voxels: int
+    volume_ml: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "label_value": self.label_value,
+            "name": self.name,
+            "voxels": self.voxels,
+            "volume_ml": self.volume_ml,
+        }
+
+
+@dataclass(frozen=True)
+class SegmentResult:
+    """What :func:`segment` produced.
+
+    Attributes:
+        label_map: 3D integer image on the input grid (same size, origin, spacing, direction).
+        structures: the structures in the label map (and the file), by label value.
+        volumes: voxel count and volume (mL) of each structure, in the order of ``structures``.
+        output: the ``.seg.nrrd`` written, or None when no output path was given.
+        model: the model card used.
+        elapsed_seconds: wall time of the whole call.
+        stage_seconds: wall time per stage (read, load_model, preprocess, inference, resample, write).
+    """
+
+    label_map: sitk.Image
+    structures: tuple[Structure, ...]
+    volumes: tuple[StructureVolume, ...]
+    output: Path | None
+    model: ModelCard
+    elapsed_seconds: float
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-ready summary: output, model, per-structure voxels and mL, timings."""
+        return {
+            "output": str(self.output) if self.output else None,
+            "model": self.model.name,
+            "structures": [v.to_dict() for v in self.volumes],
+            "elapsed_seconds": round(self.elapsed_seconds, 3),
+            "stage_seconds": {k: round(v, 3) for k, v in self.stage_seconds.items()},
+        }
+
+
+def segment(
+    inputs: Inputs,
+    model: str | Path | LoadedModel,
+    output: PathLike | None = None,
+    options: SegmentOptions = SegmentOptions(),
+    on_event: EventCallback | None = None,
+    overwrite: bool = False,
+) -> SegmentResult:
+    """Segment one case with a UNETR++ model and optionally write a Slicer ``.seg.nrrd``.
+
+    Args:
+        inputs: one path (file or DICOM folder) or SimpleITK image per model input channel, in the
+            order of ``model.card.input_channels`` (a single 4D file holding all channels also works).
+        model: registry name (``synapse``), path to a ``.unetrpp`` or official checkpoint, or a
+            :class:`LoadedModel` (reused as is, so repeated calls do not reload weights).
+        output: ``.seg.nrrd`` path to write, or None to only return the label map.
+        options: see :class:`SegmentOptions`.
+        on_event: receives stage events, one progress event per tile and a result event.
+        overwrite: replace an existing output file.
+
+    Returns:
+        :class:`SegmentResult`; its label map lies exactly on the first input's grid.
+
+    Raises:
+        OutputExistsError: ``output`` exists and ``overwrite`` is False (checked before any work).
+        InputImageError: unreadable or unsuitable input, or the wrong number of inputs.
+        ModelNotFoundError, CheckpointError: the model cannot be found or loaded.
+        UnetrppError: a bad option or an unwritable output folder.
+    """
+    from unetrpp.pipeline.device import resolve_device
+
+    started = time.perf_counter()
+    timings: dict[str, float] = {}
+    output_path = _check_output(output, overwrite) if output is not None else None
+    device = resolve_device(options.device)
+    loaded = model if isinstance(model, LoadedModel) else None
+    card = loaded.card if loaded else _card_without_loading(model)
+    if card is not None:
+        _structures(card, options)  # a misspelt structure fails before weights or images load
+
+    if loaded is None and card is None:  # a weights file: its card is inside
+        with _stage("load_model", "Loading the model", on_event, timings):
+            loaded = _load(model, on_event)
+        card = loaded.card
+    all_structures, structures = _structures(card, options)
+
+    with _stage("read", f"Reading {card.num_inputs} input(s)", on_event, timings):
+        images = _read(inputs, card, options.series_uid)
+    if loaded is None:
+        with _stage("load_model", "Loading the model", on_event, timings):
+            loaded = _load(model, on_event)
+    _check_model(loaded, card)
+
+    orientation = options.orientation or card.orientation
+    with _stage("preprocess", f"Reorienting to {orientation}, resampling, normalising", on_event, timings):
+        from unetrpp.pipeline.geometry import reorient
+        from unetrpp.pipeline.preprocess import preprocess
+
+        oriented = [reorient(image, orientation) for image in images]
+        array, info = preprocess(oriented, loaded.plans)
+
+    with _stage("inference", f"Sliding window on {device}", on_event, timings):
+        from unetrpp.pipeline.sliding_window import predict_sliding_window
+
+        probabilities = predict_sliding_window(
+            loaded.network, array, options.sliding_window_config(), device, on_event
+        )
+        del array
+
+    with _stage("resample", "Back to the input grid", on_event, timings):
+        label_map = _to_input_grid(probabilities, info, oriented[0], images[0], structures, options)
+        del probabilities
+
+    volumes = _volumes(label_map, structures)
+    if output_path is not None:
+        with _stage("write", f"Writing {output_path.name}", on_event, timings):
+            from unetrpp.labels.seg_nrrd import write_seg_nrrd
+
+            write_seg_nrrd(label_map, structures, output_path, overwrite=overwrite)
+    elapsed = time.perf_counter() - started
+    result = SegmentResult(label_map, structures, volumes, output_path, card, elapsed, timings)
+    emit(on_event, ResultEvent(str(output_path or ""), [v.to_dict() for v in volumes], round(elapsed, 3)))
+    logger.info("segmented %d of %d structures in %.1f s", len(structures), len(all_structures), elapsed)
+    return result
+
+
+@contextlib.contextmanager
+def _stage(
+    name: str, message: str, on_event: EventCallback | None, timings: dict[str, float]
+) -> Iterator[None]:
+    emit(on_event, StageEvent(name, message))
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[name] = timings.get(name, 0.0) + time.perf_counter() - started
+
+
+def _check_orientation(orientation: str) -> str:
+    code = str(orientation).strip().upper()
+    axes = sorted(next((n for n, pair in enumerate(_AXIS_LETTERS) if letter in pair), -1) for letter in code)
+    if len(code) != 3 or axes != [0, 1, 2]:
+        raise UnetrppError(
+            f"orientation {orientation!r} is not a 3-letter code with one of L/R, one of P/A and one of I/S "
+            "(e.g. RAS or LPS)"
+        )
+    return code
+
+
+def _check_output(output: PathLike, overwrite: bool) -> Path:
+    """Refuse, before any work, an output that exists, is not ``.seg.nrrd`` or cannot be written."""
+    path = Path(output).expanduser()
+    if not path.name.lower().endswith(SEG_NRRD_SUFFIX):
+        raise UnetrppError(f"output {path} must end in {SEG_NRRD_SUFFIX} (Slicer's segmentation format)")
+    if path.is_dir():
+        raise UnetrppError(f"output {path} is a folder; give a file name ending in {SEG_NRRD_SUFFIX}")
+    if path.exists() and not overwrite:
+        raise OutputExistsError(f"{path} already exists; choose another name or pass --overwrite")
+    check_writable_folder(path)
+    return path
+
+
+def check_writable_folder(path: Path) -> None:
+    """Raise UnetrppError unless a file can be created next to ``path`` (probed, not guessed:
+    permission bits say nothing on read-only mounts or for root)."""
+    folder = path.parent
+    if not folder.is_dir():
+        raise UnetrppError(f"cannot write {path}: folder {folder} does not exist")
+    try:
+        with tempfile.NamedTemporaryFile(prefix=f".{path.name}.", suffix=".probe", dir=folder):
+            pass
+    except OSError as error:
+        raise UnetrppError(f"cannot write to folder {folder}: {error.strerror or error}") from error
+
+
+def _card_without_loading(model: str | Path) -> ModelCard | None:
+    """The registry card for a model name (no weights read); None for a weights file path."""
+    text = str(model)
+    if isinstance(model, Path) or not _REGISTRY_NAME.match(text) or Path(text).exists() or "." in text:
+        return None
+    from unetrpp.models import store
+    from unetrpp.models.registry import find_card
+
+    card = find_card(text)
+    if store.installed_weights(card.name) is None:  # load_model would say so only after reading
+        raise ModelNotFoundError(
+            f"the weights of model {card.name!r} are not installed; run `unetrpp download {card.name}` "
+            f"or, with a file you downloaded, `unetrpp models import PATH --name {card.name}`"
+        )
+    return card
+
+
+def _load(model: str | Path | LoadedModel, on_event: EventCallback | None) -> LoadedModel:
+    if isinstance(model, LoadedModel):
+        return model
+    from unetrpp.models.loader import load_model
+
+    return load_model(model, on_event=on_event)
+
+
+def _check_model(loaded: LoadedModel, card: ModelCard) -> None:
+    if loaded.plans.num_input_channels != card.num_inputs:
+        raise UnetrppError(
+            f"model {card.name!r}: its plans have {loaded.plans.num_input_channels} input channels but its "
+            f"card lists {card.num_inputs} ({', '.join(card.input_channels)})"
+        )
+
+
+def _structures(
+    card: ModelCard, options: SegmentOptions
+) -> tuple[tuple[Structure, ...], tuple[Structure, ...]]:
+    """(every structure the model outputs, the ones to keep)."""
+    every = (
+        structures_from_labels(card.label_set, card.labels) if card.labels else structures_for(card.label_set)
+    )
+    chosen = select_structures(every, options.structures) if options.structures is not None else every
+    return every, chosen
+
+
+def _read(inputs: Inputs, card: ModelCard, series_uid: str | None) -> list[sitk.Image]:
+    from unetrpp.pipeline.io import read_inputs, validate_image
+
+    items = [inputs] if isinstance(inputs, (str, os.PathLike, sitk.Image)) else list(inputs)
+    if not items:
+        raise InputImageError(f"model {card.name} needs {card.num_inputs} input(s), got none")
+    if all(isinstance(item, sitk.Image) for item in items):
+        if len(items) != card.num_inputs:
+            names = ", ".join(card.input_channels)
+            raise InputImageError(
+                f"model {card.name} needs {card.num_inputs} input(s) ({names}), got {len(items)}"
+            )
+        images = [validate_image(image, name=f"input {n + 1}") for n, image in enumerate(items)]
+        _check_same_grid(images)
+        return images
+    if any(isinstance(item, sitk.Image) for item in items):
+        raise InputImageError("give either paths or SimpleITK images as inputs, not a mix")
+    return read_inputs(
+        items, card.num_inputs, series_uid=series_uid, channel_names=card.input_channels, model_name=card.name
+    )
+
+
+def _check_same_grid(images: Sequence[sitk.Image]) -> None:
+    first = images[0]
+    for n, image in enumerate(images[1:], start=2):
+        same = (
+            image.GetSize() == first.GetSize()
+            and np.allclose(image.GetSpacing(), first.GetSpacing(), rtol=1e-4)
+            and np.allclose(image.GetOrigin(), first.GetOrigin(), atol=1e-2 * min(first.GetSpacing()))
+            and np.allclose(image.GetDirection(), first.GetDirection(), atol=1e-4)
+        )
+        if not same:
+            raise InputImageError(
+                f"input {n} does not lie on the grid of input 1; resample it onto input 1 first"
+            )
+
+
+def _to_input_grid(
+    probabilities: Any,
+    info: Any,
+    oriented: sitk.Image,
+    reference: sitk.Image,
+    structures: Sequence[Structure],
+    options: SegmentOptions,
+) -> sitk.Image:
+    """Probabilities on the network grid -> label image with exactly ``reference``'s geometry."""
+    from unetrpp.pipeline.geometry import restore_orientation
+    from unetrpp.pipeline.postprocess import keep_largest_component, restore_label_map
+
+    array = restore_label_map(probabilities, info)  # (Z, Y, X) on the oriented image's grid
+    kept = [s.label_value for s in structures]
+    if options.structures is not None:
+        array[~np.isin(array, kept)] = 0
+    if options.keep_largest_component:
+        array = keep_largest_component(array, kept)
+    label_image = sitk.GetImageFromArray(array)
+    label_image.CopyInformation(oriented)
+    label_image = restore_orientation(label_image, reference)
+    label_image.CopyInformation(reference)  # the input's exact geometry, not a recomputed one
+    return label_image
+
+
+def _volumes(label_map: sitk.Image, structures: Sequence[Structure]) -> tuple[StructureVolume, ...]:
+    array = sitk.GetArrayViewFromImage(label_map)
+    top = max((s.label_value for s in structures), default=0)
+    counts = np.bincount(array.ravel(), minlength=top + 1)
+    voxel_ml = float(np.prod(label_map.GetSpacing())) / 1000.0
+    return tuple(
+        StructureVolume(
+            s.label_value, s.name, int(counts[s.label_value]), float(counts[s.label_value]) * voxel_ml
+        )
+        for s in structures
+    )
