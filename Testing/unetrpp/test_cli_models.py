@@ -1,0 +1,174 @@
+"""``unetrpp models`` and ``unetrpp download``: output, exit codes, and no torch for the listing."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from unetrpp.cli import main
+from unetrpp.cli.download import progress_bar_callback
+from unetrpp.events import ProgressEvent, StageEvent
+from unetrpp.models import store
+from unetrpp.network import build_network
+
+
+@pytest.fixture(autouse=True)
+def home(tmp_path, monkeypatch) -> Path:
+    monkeypatch.setenv("UNETRPP_HOME", str(tmp_path / "home"))
+    return tmp_path / "home"
+
+
+@pytest.fixture(scope="module")
+def official_checkpoint(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    network = build_network("synapse", patch_size=(16, 32, 32), feature_size=4, deep_supervision=False)
+    path = tmp_path_factory.mktemp("official") / "model_final_checkpoint.model"
+    torch.save({"state_dict": network.state_dict()}, path)
+    return path
+
+
+def _run_python(code: str, home: Path) -> subprocess.CompletedProcess:
+    environment = {**os.environ, "UNETRPP_HOME": str(home)}
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=environment, timeout=120
+    )
+
+
+@pytest.mark.parametrize("argv", [["models"], ["models", "show", "tumor"]], ids=["list", "show"])
+def test_listing_and_showing_models_import_no_torch(argv, home):
+    code = f"import sys\nfrom unetrpp.cli import main\nmain({argv!r})\nprint('TORCH', 'torch' in sys.modules)"
+    result = _run_python(code, home)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().endswith("TORCH False")
+
+
+def test_models_table_lists_every_model_and_the_cache(capsys, home):
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    header, *rows = out.splitlines()
+    assert header.split()[:5] == ["NAME", "MODALITY", "INPUTS", "INSTALLED", "SIZE"]
+    for name in ("synapse", "acdc", "lung", "tumor", "demo"):
+        assert any(row.startswith(name + " ") for row in rows)
+    assert f"Weights cache: {home / 'models'}" in out
+    assert "FLAIR, T1w, T1gd, T2w" in out
+
+
+def test_installed_model_shows_size_and_location(capsys, official_checkpoint, home):
+    assert main(["models", "import", str(official_checkpoint), "--name", "synapse"]) == 0
+    installed = home / "models" / "synapse" / "model_final_checkpoint.model"
+    assert f"installed synapse: {installed}" in capsys.readouterr().out
+
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    synapse_row = next(line for line in out.splitlines() if line.startswith("synapse "))
+    assert " yes " in synapse_row and " MB " in synapse_row
+    assert f"synapse: {installed}" in out
+
+    assert main(["models", "list", "--json"]) == 0
+    listing = json.loads(capsys.readouterr().out)
+    entry = next(model for model in listing["models"] if model["name"] == "synapse")
+    assert entry["installed"] and entry["path"] == str(installed)
+    assert entry["size_bytes"] == official_checkpoint.stat().st_size
+
+
+def test_show_prints_the_whole_card(capsys):
+    assert main(["models", "show", "synapse"]) == 0
+    out = " ".join(capsys.readouterr().out.split())  # the card is wrapped to the terminal width
+    for fragment in (
+        "Abdominal organs",
+        "10 portal vein and splenic vein",
+        "clip [-958, 326], mean 82.95177, sd 136.94818",
+        "3 x 0.75781244 x 0.75781244 mm",
+        "RAS",
+        "87.22",
+        "IEEE Transactions on Medical Imaging",
+        "drive.google.com/file/d/13JuLMeDQRR_a3c3tr2V2oav6I29fJoBa",
+        "not installed (`unetrpp download synapse`)",
+    ):
+        assert fragment in out, fragment
+    assert main(["models", "show", "acdc"]) == 0
+    assert "read from the plans shipped with the weights" in capsys.readouterr().out
+
+
+def test_show_as_json_is_the_card(capsys):
+    assert main(["models", "show", "lung", "--json"]) == 0
+    card = json.loads(capsys.readouterr().out)
+    assert card["name"] == "lung" and card["labels"] == [[1, "lung tumour"]]
+
+
+def test_unknown_model_is_one_line_with_suggestion(capsys):
+    assert main(["models", "show", "synapes"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "did you mean 'synapse'" in err
+
+
+def test_import_verify_remove_round_trip(capsys, official_checkpoint, home):
+    assert main(["models", "import", str(official_checkpoint), "--name", "synapse"]) == 0
+    assert main(["models", "import", str(official_checkpoint), "--name", "synapse"]) == 2
+    assert "already installed" in capsys.readouterr().err
+    assert main(["models", "import", str(official_checkpoint), "--name", "synapse", "--overwrite"]) == 0
+    assert main(["models", "verify", "synapse"]) == 0
+    assert "synapse: intact" in capsys.readouterr().out
+    assert main(["models", "remove", "synapse"]) == 0
+    assert store.installed_weights("synapse") is None
+    assert main(["models", "remove", "synapse"]) == 2
+    assert "no weights installed for 'synapse'" in capsys.readouterr().err
+
+
+def test_import_of_wrong_model_is_refused(capsys, official_checkpoint):
+    assert main(["models", "import", str(official_checkpoint), "--name", "lung"]) == 2
+    assert "holds the 'synapse' network" in capsys.readouterr().err
+    assert store.installed_weights("lung") is None
+
+
+def test_export_of_wrong_model_is_refused_and_writes_nothing(capsys, official_checkpoint, tmp_path):
+    output = tmp_path / "out.unetrpp"
+    assert main(["models", "export", str(official_checkpoint), str(output), "--name", "tumor"]) == 2
+    assert "not the 'tumor' network" in capsys.readouterr().err
+    assert not output.exists()
+
+
+def test_download_of_installed_model_reports_json_result_and_nothing_else(official_checkpoint, home):
+    store.import_weights(official_checkpoint, "synapse")
+    code = (
+        "from unetrpp.cli import main\nraise SystemExit(main(['download', 'synapse', '--progress', 'json']))"
+    )
+    result = _run_python(code, home)
+    assert result.returncode == 0, result.stderr
+    events = [json.loads(line) for line in result.stdout.splitlines()]
+    assert events[-1] == {
+        "event": "result",
+        "output": str(home / "models" / "synapse" / "model_final_checkpoint.model"),
+        "structures": [],
+        "elapsed_seconds": 0.0,
+    }
+
+
+def test_download_of_unknown_model_fails_cleanly(capsys):
+    assert main(["download", "lungs"]) == 2
+    assert "did you mean 'lung'" in capsys.readouterr().err
+
+
+def test_download_rejects_a_non_positive_timeout(capsys):
+    with pytest.raises(SystemExit):
+        main(["download", "lung", "--timeout", "0"])
+    assert "positive number of seconds" in capsys.readouterr().err
+
+
+def test_progress_bar_draws_bytes_on_stderr(monkeypatch):
+    stderr = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", stderr)
+    bar = progress_bar_callback()
+    bar(StageEvent("download", "Downloading model_final_checkpoint.model from example.org"))
+    for done in (0, 1_000_000, 2_000_000):
+        bar(ProgressEvent("download", done, 2_000_000))
+    bar.close()
+    text = stderr.getvalue()
+    assert "Downloading model_final_checkpoint.model" in text
+    assert "100%" in text and "2.00M/2.00M" in text
