@@ -60,14 +60,14 @@ logger = logging.getLogger(__name__)
 CORE_DIR = Path(__file__).resolve().parents[1]
 """The folder that holds the ``unetrpp`` package; put on the child's PYTHONPATH."""
 
-# Where each stage of the child sits on the overall progress bar (percent).
+# Where each stage of the child (``unetrpp segment --progress json``) sits on the overall progress bar
+# (percent). ``load_model`` may come before ``read``; the percentage never goes back anyway.
 _STAGE_SPANS: dict[str, tuple[float, float]] = {
-    "load": (0.0, 5.0),
-    "read": (0.0, 5.0),
-    "download": (0.0, 5.0),
-    "preprocess": (5.0, 15.0),
+    "read": (0.0, 3.0),
+    "load_model": (3.0, 6.0),
+    "preprocess": (6.0, 15.0),
     "inference": (15.0, 90.0),
-    "postprocess": (90.0, 96.0),
+    "resample": (90.0, 96.0),
     "write": (96.0, 98.0),
     "importing": (98.0, 100.0),
 }
