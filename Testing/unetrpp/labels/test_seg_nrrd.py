@@ -315,8 +315,9 @@ def test_unwritable_destination_gets_one_clear_error(tmp_path, case):
         (sitk.Image(4, 5, 6, sitk.sitkFloat32), "integer"),
         (sitk.Image(4, 5, sitk.sitkUInt8), "3D"),
         (sitk.Image([4, 5, 6], sitk.sitkVectorUInt8, 2), "scalar"),
+        (sitk.GetImageFromArray(np.full((3, 4, 5), -1, dtype=np.int16)), "negative"),
     ],
-    ids=["float", "2d", "vector"],
+    ids=["float", "2d", "vector", "negative"],
 )
 def test_rejects_label_maps_that_are_not_3d_integer_images(tmp_path, image, fragment):
     with pytest.raises(ValueError, match=fragment):
