@@ -5,7 +5,11 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
+import subprocess
+import sys
 import threading
+import zipfile
 from pathlib import Path
 
 import platformdirs
@@ -271,3 +275,60 @@ def test_export_refuses_a_checkpoint_of_another_model(official_checkpoint, tmp_p
     with pytest.raises(CheckpointMismatchError):
         export_official(official_checkpoint, tmp_path / "acdc.unetrpp", "acdc")
     assert not (tmp_path / "acdc.unetrpp").exists()
+
+
+def _wrap_in_zip(checkpoint: Path, zip_path: Path) -> Path:
+    with zipfile.ZipFile(zip_path, "w", compression=zipfile.ZIP_STORED) as archive:
+        archive.write(checkpoint, "unetr_pp_lung/fold_0/model_final_checkpoint.model")
+    return zip_path
+
+
+def test_checkpoint_published_inside_a_zip_is_installed_unpacked(server, official_checkpoint, tmp_path):
+    wrapped = _wrap_in_zip(official_checkpoint, tmp_path / "weights.zip").read_bytes()
+    card = _card("tiny", server.add("/weights.zip", Route(body=wrapped)))
+    path = store.download(card)
+    assert path.read_bytes() == official_checkpoint.read_bytes()
+    assert store.installed_record(card).sha256 == _sha(official_checkpoint.read_bytes())
+    assert store.verify(card) == path
+
+
+def test_import_unpacks_a_zip_holding_the_checkpoint(official_checkpoint, tmp_path):
+    wrapped = _wrap_in_zip(official_checkpoint, tmp_path / "synapse_weights.zip")
+    path = store.import_weights(wrapped, "synapse")
+    assert path.name == "model_final_checkpoint.model"
+    assert path.read_bytes() == official_checkpoint.read_bytes()
+    assert store.installed_record("synapse").source == wrapped.resolve().as_uri()
+
+
+def test_two_processes_downloading_one_model_leave_one_intact_file(
+    server, official_checkpoint, home, tmp_path
+):
+    data = official_checkpoint.read_bytes()
+    route = Route(body=data, chunk_delay=0.02)
+    card = _card("tiny", server.add("/w.model", route), sha256=_sha(data))
+    card_file = tmp_path / "card.json"
+    card_file.write_text(json.dumps(card.to_dict()))
+    code = (
+        "import json, sys\n"
+        "from unetrpp.models import store\n"
+        "from unetrpp.models.cards import ModelCard\n"
+        "print(store.download(ModelCard.from_dict(json.load(open(sys.argv[1])))))\n"
+    )
+    environment = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, str(card_file)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=environment,
+        )
+        for _ in range(2)
+    ]
+    outputs = [process.communicate(timeout=120) for process in processes]
+    assert all(process.returncode == 0 for process in processes), [err for _, err in outputs]
+    assert {out.strip() for out, _ in outputs} == {
+        str(home / "models" / "tiny" / "model_final_checkpoint.model")
+    }
+    assert route.served_full == 1
+    assert store.verify(card).read_bytes() == data

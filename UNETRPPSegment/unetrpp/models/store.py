@@ -33,11 +33,12 @@ from typing import Any
 
 from unetrpp.errors import CheckpointError, DownloadError, ModelNotFoundError, OutputExistsError, UnetrppError
 from unetrpp.events import EventCallback, StageEvent, emit
+from unetrpp.models.archive import extract_checkpoint
 from unetrpp.models.cards import ModelCard
 from unetrpp.models.download import DEFAULT_TIMEOUT_SECONDS, fetch, sha256_of
 from unetrpp.models.locking import exclusive_lock
 from unetrpp.models.registry import BUNDLED_SCHEME, find_card
-from unetrpp.models.validate import check_weights_file
+from unetrpp.models.validate import check_weights_file, sniff_format
 
 __all__ = [
     "WeightsRecord",
@@ -231,9 +232,14 @@ def download(
                     retries=retries,
                     on_event=on_event,
                 )
-                check_weights_file(result.path, source.format, deep=False)
+                digest = result.sha256
+                if source.format == "official" and extract_checkpoint(target, target) is not None:
+                    logger.info("unpacked the checkpoint from the zip file downloaded for %s", card.name)
+                    digest = sha256_of(target)
+                check_weights_file(target, source.format, deep=False)
             except (DownloadError, CheckpointError) as error:
                 target.unlink(missing_ok=True)
+                target.with_name(target.name + ".pkl").unlink(missing_ok=True)
                 errors.append(str(error))
                 logger.info("source %s failed: %s", source.url, error)
                 continue
@@ -242,8 +248,8 @@ def download(
                 source.filename,
                 source.format,
                 source.url,
-                result.sha256,
-                result.size_bytes,
+                digest,
+                target.stat().st_size,
                 _now(),
             )
             _replace_install(folder, record)
@@ -260,20 +266,32 @@ def import_weights(path: str | Path, model: str | ModelCard, *, overwrite: bool 
     """Install a weights file the user obtained by hand (offline hospitals, blocked downloads).
 
     The file is checked first: an official ``.model`` must be a loadable checkpoint of the card's
-    network variant, a ``.unetrpp`` file a loadable model of that variant. An official checkpoint's
-    sibling plans file (``<file>.pkl``) is copied along when present.
+    network variant, a ``.unetrpp`` file a loadable model of that variant with the card's labels.
+    An official checkpoint's sibling plans file (``<file>.pkl``) is copied along when present; a zip
+    file holding the checkpoint is unpacked.
+
+    Returns:
+        The installed file inside the cache.
 
     Raises:
-        InputImageError-free errors: ``CheckpointError`` (not a checkpoint, wrong model),
-        ``OutputExistsError`` (weights installed and ``overwrite`` not given), ``FileNotFoundError``.
+        CheckpointError: missing file, not a checkpoint (e.g. a saved web page), unreadable.
+        CheckpointMismatchError: a checkpoint of another network than the card's.
+        OutputExistsError: weights are installed and ``overwrite`` is False.
     """
     card = _card(model)
     if is_bundled(card):
         raise UnetrppError(f"{card.name!r} ships with unetrpp; its weights cannot be replaced")
-    source = Path(path).expanduser()
-    if not source.is_file():
-        raise CheckpointError(f"no weights file at {source}")
-    weights_format = "unetrpp" if source.suffix == ".unetrpp" else "official"
+    given = Path(path).expanduser()
+    if not given.is_file():
+        raise CheckpointError(f"no weights file at {given}")
+    with tempfile.TemporaryDirectory(prefix="unetrpp-import-") as unpacked:
+        # A checkpoint published inside a plain zip is installed unpacked.
+        source = extract_checkpoint(given, Path(unpacked) / _official_filename(card)) or given
+        return _install_file(source, card, origin=given.resolve().as_uri(), overwrite=overwrite)
+
+
+def _install_file(source: Path, card: ModelCard, *, origin: str, overwrite: bool) -> Path:
+    weights_format = "unetrpp" if sniff_format(source) == "unetrpp" else "official"
     check_weights_file(source, weights_format, deep=True, card=card)
     filename = f"{card.name}.unetrpp" if weights_format == "unetrpp" else _official_filename(card)
     folder = model_dir(card)
@@ -294,7 +312,7 @@ def import_weights(path: str | Path, model: str | ModelCard, *, overwrite: bool 
             card.name,
             filename,
             weights_format,
-            source.resolve().as_uri(),
+            origin,
             digest,
             target.stat().st_size,
             _now(),

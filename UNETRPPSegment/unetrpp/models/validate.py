@@ -14,6 +14,7 @@ import struct
 from pathlib import Path
 
 from unetrpp.errors import CheckpointError, CheckpointMismatchError, UnetrppError
+from unetrpp.models.archive import is_torch_archive
 from unetrpp.models.cards import ModelCard
 from unetrpp.models.download import looks_like_html
 
@@ -26,11 +27,16 @@ _PICKLE_PROTOCOL_2 = b"\x80\x02"  # legacy torch.save
 
 
 def sniff_format(path: str | Path) -> str | None:
-    """``"official"`` (a torch archive or legacy torch pickle), ``"unetrpp"`` (safetensors), or None."""
+    """``"official"`` (a torch archive or legacy torch pickle), ``"unetrpp"`` (safetensors), or None.
+
+    A plain zip that merely holds a checkpoint is None: unpack it first (``models/archive.py``).
+    """
     path = Path(path)
     with open(path, "rb") as stream:
         head = stream.read(64)
-    if head.startswith(_ZIP_MAGIC) or head.startswith(_PICKLE_PROTOCOL_2):
+    if head.startswith(_ZIP_MAGIC):
+        return "official" if is_torch_archive(path) else None
+    if head.startswith(_PICKLE_PROTOCOL_2):
         return "official"
     if len(head) > 8:
         (header_bytes,) = struct.unpack("<Q", head[:8])
