@@ -18,7 +18,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from unetrpp.network import build_network
+from unetrpp.models.cards import ChannelNormalization, ModelCard, NormalizationScheme, Plans
+from unetrpp.network import VARIANTS, build_network
 
 TINY = {
     # variant: build_network overrides giving a small network of the same structure
@@ -175,3 +176,32 @@ def write_official_plans(
 
 def sibling_plans_path(model_path: Path) -> Path:
     return model_path.with_name(model_path.name + ".pkl")
+
+
+def tiny_card(network: torch.nn.Module, name: str = "tiny") -> ModelCard:
+    """A model card with plans that agree with ``network`` (classes, inputs, patch)."""
+    config = network.config
+    plans = Plans(
+        channels=tuple(
+            ChannelNormalization(NormalizationScheme.CT, False, 82.95, 136.95, -958.0, 326.0)
+            for _ in range(config.in_channels)
+        ),
+        target_spacing_zyx=(3.0, 0.76, 0.76),
+        patch_size_zyx=config.patch_size,
+        num_classes=config.out_channels,
+    )
+    native = VARIANTS[config.variant].to_dict()
+    overrides = {key: value for key, value in config.to_dict().items() if value != native[key]}
+    return ModelCard(
+        name=name,
+        title="Tiny test model",
+        task="tests",
+        modality="CT",
+        input_channels=tuple(f"channel {c}" for c in range(config.in_channels)),
+        label_set="synapse",
+        labels=tuple((v, f"structure {v}") for v in range(1, config.out_channels)),
+        variant=config.variant,
+        patch_size_zyx=config.patch_size,
+        network_overrides=overrides,
+        plans=plans,
+    )
