@@ -277,6 +277,16 @@ def test_refuses_to_overwrite_unless_asked(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.seg.nrrd"]
 
 
+@pytest.mark.skipif(os.name != "posix", reason="POSIX file modes")
+def test_written_file_gets_the_usual_permissions_not_the_temp_files(tmp_path):
+    mask = os.umask(0o027)
+    try:
+        path = write_seg_nrrd(_label_map("axial-lps"), structures_for("synapse"), tmp_path / "out.seg.nrrd")
+    finally:
+        os.umask(mask)
+    assert path.stat().st_mode & 0o777 == 0o640
+
+
 def test_failed_write_leaves_no_temporary_file_and_keeps_the_old_one(tmp_path, monkeypatch):
     import nrrd
 

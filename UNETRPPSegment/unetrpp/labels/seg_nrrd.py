@@ -21,6 +21,7 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import SimpleITK as sitk
@@ -107,8 +108,7 @@ def write_seg_nrrd(
         UnetrppError: the output folder does not exist or cannot be written.
         ValueError: ``label_map`` is not a 3D scalar integer image, or label values repeat.
     """
-    import slicerio  # light, but only the writer needs it
-
+    slicerio = _slicerio()
     path = Path(path)
     voxels = _label_array(label_map, structures)  # (i, j, k)
     folder = path.parent
@@ -140,6 +140,8 @@ def write_seg_nrrd(
     try:
         with os.fdopen(handle, "wb") as stream:
             slicerio.write_segmentation(stream, segmentation, compression_level=_COMPRESSION_LEVEL)
+        # mkstemp creates the file readable by its owner only; give it the usual permissions.
+        os.chmod(temp, 0o666 & ~_umask())
         if path.exists() and not overwrite:  # appeared while we were writing
             raise OutputExistsError(f"{path} already exists; choose another name or pass --overwrite")
         os.replace(temp, path)
@@ -150,6 +152,22 @@ def write_seg_nrrd(
             temp.unlink()
     logger.info("wrote %s (%d segments)", path, len(structures))
     return path
+
+
+def _slicerio() -> ModuleType:
+    try:
+        import slicerio
+    except ImportError as error:
+        raise ImportError(
+            "reading and writing .seg.nrrd files needs slicerio: pip install slicerio"
+        ) from error
+    return slicerio
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)  # reading the umask means setting it; put it back at once
+    os.umask(mask)
+    return mask
 
 
 def _label_array(label_map: sitk.Image, structures: Sequence[Structure]) -> np.ndarray:
@@ -222,8 +240,7 @@ def read_seg_nrrd(path: str | os.PathLike[str]) -> tuple[sitk.Image, list[Segmen
     Raises:
         UnetrppError: missing file, not a segmentation NRRD, or segments that overlap (several layers).
     """
-    import slicerio
-
+    slicerio = _slicerio()
     path = Path(path)
     if not path.is_file():
         raise UnetrppError(f"segmentation file {path} does not exist")
