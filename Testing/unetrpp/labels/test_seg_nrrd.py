@@ -439,3 +439,19 @@ def test_slicer_util_loads_our_file_through_the_harness_globals(tmp_path):
         slicer.util.saveNode(node, str(tmp_path / "b.seg.nrrd"))
     assert read_seg_nrrd(tmp_path / "b.seg.nrrd")[1][5].name == "liver"
     assert not any(hasattr(slicer, name) for name in ("mrmlScene", "modules", "app"))
+
+
+def test_read_seg_nrrd_ignores_a_terminology_entry_without_codes(tmp_path):
+    import slicerio
+
+    segmentation = {
+        "voxels": np.zeros((3, 4, 5), dtype=np.uint8),
+        "ijkToLPS": np.eye(4),
+        "segments": [
+            {"id": "a", "name": "a", "labelValue": 1, "tags": {"TerminologyEntry": "c~^^~^^~^^~~^^~^^"}}
+        ],
+    }
+    slicerio.write_segmentation(str(tmp_path / "a.seg.nrrd"), segmentation)
+    image, segments = read_seg_nrrd(tmp_path / "a.seg.nrrd")
+    assert image.GetSize() == (3, 4, 5)
+    assert [(s.name, s.label_value, s.terminology) for s in segments] == [("a", 1, None)]

@@ -284,17 +284,18 @@ def _entry_string(terminology: dict[str, object], path: Path) -> str | None:
         return Code.parse("^".join(value)) if value else None
 
     try:
+        category, type_ = code("category"), code("type")
+        if category is None or type_ is None:
+            raise ValueError("no category or type code")
         entry = TerminologyEntry(
             context=str(terminology.get("contextName", "")),
-            category=code("category"),
-            type=code("type"),
+            category=category,
+            type=type_,
             modifier=code("typeModifier"),
             region_context=str(terminology.get("anatomicContextName", "")),
             region=code("anatomicRegion"),
             region_modifier=code("anatomicRegionModifier"),
         )
-        if entry.category is None or entry.type is None:
-            raise ValueError("no category or type code")
     except ValueError as error:
         logger.warning("ignoring a malformed terminology entry in %s: %s", path, error)
         return None
