@@ -17,6 +17,7 @@ Example::
 from __future__ import annotations
 
 import csv
+import dataclasses
 import difflib
 import functools
 import io
@@ -308,10 +309,7 @@ def structures_from_labels(label_set: str, labels: Iterable[tuple[int, str]]) ->
             known = by_name.get(_normalise(name))
         try:
             if known is not None:
-                result[value] = Structure(
-                    value, name, known.color_rgb, known.category, known.type, known.modifier, known.region,
-                    known.context,
-                )  # fmt: skip
+                result[value] = dataclasses.replace(known, label_value=value, name=name)
             else:
                 logger.info("label %d %r of label set %r has no terminology codes", value, name, label_set)
                 result[value] = Structure(value, name, _FALLBACK_RGB[(int(value) - 1) % len(_FALLBACK_RGB)])
