@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 from unetrpp.errors import InputImageError
-from unetrpp.pipeline.io import read_image, read_inputs, validate_image
+from unetrpp.pipeline.io import check_same_grid, read_image, read_inputs, validate_image
 
 
 def _volume(shape_zyx=(6, 7, 8), spacing=(0.8, 0.9, 2.5), origin=(-10.0, 5.0, 30.0), dtype=np.int16, seed=0):
@@ -261,3 +261,11 @@ def test_channels_must_share_one_grid(tmp_path):
         read_inputs([first, _write(respaced, tmp_path / "d.nii.gz")], 2)
     same_grid = read_inputs([first, _write(_volume(seed=5), tmp_path / "e.nii.gz")], 2)
     assert [image.GetSize() for image in same_grid] == [(8, 7, 6), (8, 7, 6)]
+
+
+def test_check_same_grid_on_images_in_memory_names_the_direction_mismatch():
+    first, second = _volume(seed=1), _volume(seed=2)
+    second.SetDirection((1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0))
+    with pytest.raises(InputImageError, match="input 2 is not on the grid of input 1: direction"):
+        check_same_grid([first, second])
+    check_same_grid([first, _volume(seed=3)])  # same grid: no error

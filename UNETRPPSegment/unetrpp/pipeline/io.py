@@ -40,7 +40,14 @@ import SimpleITK as sitk
 
 from unetrpp.errors import InputImageError
 
-__all__ = ["read_image", "read_inputs", "validate_image", "MIN_SPACING_MM", "MAX_SPACING_MM"]
+__all__ = [
+    "read_image",
+    "read_inputs",
+    "validate_image",
+    "check_same_grid",
+    "MIN_SPACING_MM",
+    "MAX_SPACING_MM",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -119,7 +126,7 @@ def read_inputs(
     if len(paths) != num_channels:
         raise InputImageError(count_error)
     images = [read_image(p, series_uid=series_uid) for p in paths]
-    _check_same_grid(images, [str(p) for p in paths])
+    check_same_grid(images, [str(p) for p in paths])
     return images
 
 
@@ -366,7 +373,13 @@ def _split_channels(image: sitk.Image, num_channels: int) -> list[sitk.Image] | 
     return None
 
 
-def _check_same_grid(images: Sequence[sitk.Image], names: Sequence[str]) -> None:
+def check_same_grid(images: Sequence[sitk.Image], names: Sequence[str] | None = None) -> None:
+    """Raise InputImageError naming the first channel whose size, spacing, origin or direction differs.
+
+    Tolerances: spacing 1e-4 relative, origin 0.1 voxel, direction cosines 1e-4.
+    """
+    if names is None:
+        names = [f"input {n + 1}" for n in range(len(images))]
     first = images[0]
     spacing0 = np.array(first.GetSpacing())
     for image, name in zip(images[1:], names[1:], strict=True):
