@@ -332,3 +332,28 @@ def test_two_processes_downloading_one_model_leave_one_intact_file(
     }
     assert route.served_full == 1
     assert store.verify(card).read_bytes() == data
+
+
+def test_failed_forced_download_keeps_the_installed_weights(server, official_checkpoint):
+    data = official_checkpoint.read_bytes()
+    route = Route(body=data)
+    card = _card("tiny", server.add("/w.model", route))
+    path = store.download(card)
+    route.kind, route.body = "html", b"<html><body>Quota exceeded</body></html>"
+    with pytest.raises(DownloadError, match="web page"):
+        store.download(card, force=True)
+    assert store.installed_weights(card) == path
+    assert store.verify(card).read_bytes() == data
+
+
+def test_interrupted_download_resumes_on_the_next_call(server, official_checkpoint, home):
+    data = official_checkpoint.read_bytes()
+    card = _card("tiny", server.add("/w.model", Route(body=data, cut_after=2_000_000, cut_times=1)))
+    with pytest.raises(DownloadError, match="run the same command again to resume"):
+        store.download(card, retries=0)
+    assert store.installed_weights(card) is None
+    assert [p.stat().st_size for p in (home / "models" / "tiny").glob("*.part")] == [2_000_000]
+
+    assert store.download(card).read_bytes() == data
+    assert server.requests_for("/w.model")[-1].headers["Range"] == "bytes=2000000-"
+    assert not list((home / "models" / "tiny").glob("*.part"))

@@ -58,6 +58,7 @@ logger = logging.getLogger(__name__)
 HOME_ENVIRONMENT_VARIABLE = "UNETRPP_HOME"
 _RECORD_NAME = "record.json"
 _LOCK_NAME = ".lock"
+_STAGING_SUFFIX = ".incoming"
 
 
 @dataclass(frozen=True)
@@ -222,38 +223,39 @@ def download(
             return existing
         errors: list[str] = []
         for source in card.weights:
-            target = folder / source.filename
+            # Downloaded under a staging name: installed weights are only ever replaced by checked ones.
+            staging = folder / (source.filename + _STAGING_SUFFIX)
             try:
                 result = fetch(
                     source.url,
-                    target,
+                    staging,
                     expected_sha256=source.sha256,
                     timeout=timeout,
                     retries=retries,
                     on_event=on_event,
                 )
                 digest = result.sha256
-                if source.format == "official" and extract_checkpoint(target, target) is not None:
+                if source.format == "official" and extract_checkpoint(staging, staging) is not None:
                     logger.info("unpacked the checkpoint from the zip file downloaded for %s", card.name)
-                    digest = sha256_of(target)
-                check_weights_file(target, source.format, deep=False)
+                    digest = sha256_of(staging)
+                check_weights_file(staging, source.format, deep=False)
             except (DownloadError, CheckpointError) as error:
-                target.unlink(missing_ok=True)
-                target.with_name(target.name + ".pkl").unlink(missing_ok=True)
+                staging.unlink(missing_ok=True)
+                staging.with_name(staging.name + ".pkl").unlink(missing_ok=True)
                 errors.append(str(error))
                 logger.info("source %s failed: %s", source.url, error)
                 continue
+            target = folder / source.filename
             record = WeightsRecord(
-                card.name,
-                source.filename,
-                source.format,
-                source.url,
-                digest,
-                target.stat().st_size,
-                _now(),
+                card.name, source.filename, source.format, source.url, digest, staging.stat().st_size, _now()
             )
+            (folder / _RECORD_NAME).unlink(missing_ok=True)  # no record describes a half-replaced install
+            plans = staging.with_name(staging.name + ".pkl")
+            if plans.exists():
+                os.replace(plans, target.with_name(target.name + ".pkl"))
+            os.replace(staging, target)
             _replace_install(folder, record)
-            return result.path
+            return target
     _remove_if_empty(folder)  # after releasing the lock: a failed download leaves no trace but .part files
     manual = card.weights[0].url
     raise DownloadError(
@@ -392,8 +394,8 @@ def _copy_atomically(source: Path, target: Path) -> str:
 def _replace_install(folder: Path, record: WeightsRecord) -> None:
     """Write ``record.json`` and delete weights files of an earlier installation under another name."""
     keep = {record.filename, record.filename + ".pkl", _RECORD_NAME, _LOCK_NAME}
-    for entry in folder.iterdir():
-        if entry.is_file() and entry.name not in keep and not entry.name.endswith(".part"):
+    for entry in folder.iterdir():  # includes .part files of other sources: nothing to resume any more
+        if entry.is_file() and entry.name not in keep:
             entry.unlink()
     handle, temporary = tempfile.mkstemp(prefix=".record.", suffix=".tmp", dir=folder)
     with os.fdopen(handle, "w", encoding="utf-8") as stream:
