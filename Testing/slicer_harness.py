@@ -26,6 +26,11 @@ Terminology: slicer-core ships no ``.term.json`` files, so the Terminologies log
 terminology loaded; pass ``terminology_dir`` (a folder of ``.term.json`` files, loaded at start)
 to look entries up by code. Serializing and deserializing entries works without any file.
 
+Geometry trap: Slicer's volume reader makes every volume's IJK-to-RAS right-handed, so for a
+left-handed grid (e.g. an LAS NIfTI) a volume node's slices run in the opposite order to SimpleITK's
+array, while segment labelmaps keep the file's grid. Compare such data in physical space (resample),
+not index by index.
+
 Costs: ``import slicer`` about 0.6 s once per process; a fresh application about 10-20 ms.
 """
 
