@@ -118,6 +118,7 @@ def fetch(
     timeout: float = DEFAULT_TIMEOUT_SECONDS,
     retries: int = 0,
     on_event: EventCallback | None = None,
+    description: str | None = None,
 ) -> DownloadResult:
     """Download ``url`` to ``destination``, resuming a previous ``destination.part`` if there is one.
 
@@ -129,6 +130,7 @@ def fetch(
         retries: extra attempts, each resuming where the last stopped, after a dropped connection.
         on_event: receives ``StageEvent("download")`` and ``ProgressEvent("download", bytes, total)``
             (total 0 when the server does not say).
+        description: what is downloaded, for the stage message (default: the file name).
 
     Returns:
         The final path, its SHA256 and size.
@@ -142,7 +144,7 @@ def fetch(
     part = destination.with_name(destination.name + ".part")
     source = direct_download_url(url)
     host = urllib.parse.urlsplit(source).hostname or source
-    emit(on_event, StageEvent("download", f"Downloading {destination.name} from {host}"))
+    emit(on_event, StageEvent("download", f"Downloading {description or destination.name} from {host}"))
     opener = build_opener()
     attempt = 0
     while True:

@@ -233,6 +233,7 @@ def download(
                     timeout=timeout,
                     retries=retries,
                     on_event=on_event,
+                    description=f"the {card.name} weights",
                 )
                 digest = result.sha256
                 if source.format == "official" and extract_checkpoint(staging, staging) is not None:
