@@ -211,7 +211,7 @@ def test_existing_output_is_refused_before_any_work(tmp_path):
         ({"device": "tpu"}, UnetrppError, "unknown device"),
         ({"output": "out.nii.gz"}, UnetrppError, "must end in .seg.nrrd"),
         ({"output": "missing/out.seg.nrrd"}, UnetrppError, "does not exist"),
-        ({"output": "a_file/out.seg.nrrd"}, UnetrppError, "does not exist"),
+        ({"output": "a_file/out.seg.nrrd"}, UnetrppError, "is a file, not a folder"),
     ],
     ids=["unknown-structure", "unknown-device", "output-suffix", "missing-folder", "folder-is-a-file"],
 )

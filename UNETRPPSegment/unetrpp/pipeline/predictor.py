@@ -194,7 +194,7 @@ def segment(
         _structures(card, options)  # a misspelt structure fails before weights or images load
 
     if loaded is None and card is None:  # a weights file: its card is inside
-        with _stage("load_model", "Loading the model", on_event, timings):
+        with _stage("load_model", None, on_event, timings):  # the loader announces it
             loaded = _load(model, on_event)
         card = loaded.card
     all_structures, structures = _structures(card, options)
@@ -202,7 +202,7 @@ def segment(
     with _stage("read", f"Reading {card.num_inputs} input(s)", on_event, timings):
         images = _read(inputs, card, options.series_uid)
     if loaded is None:
-        with _stage("load_model", "Loading the model", on_event, timings):
+        with _stage("load_model", None, on_event, timings):  # the loader announces it
             loaded = _load(model, on_event)
     _check_model(loaded, card)
 
@@ -241,9 +241,11 @@ def segment(
 
 @contextlib.contextmanager
 def _stage(
-    name: str, message: str, on_event: EventCallback | None, timings: dict[str, float]
+    name: str, message: str | None, on_event: EventCallback | None, timings: dict[str, float]
 ) -> Iterator[None]:
-    emit(on_event, StageEvent(name, message))
+    """Time a stage; announce it with a StageEvent unless ``message`` is None."""
+    if message is not None:
+        emit(on_event, StageEvent(name, message))
     started = time.perf_counter()
     try:
         yield
@@ -279,6 +281,8 @@ def check_writable_folder(path: Path) -> None:
     """Raise UnetrppError unless a file can be created next to ``path`` (probed, not guessed:
     permission bits say nothing on read-only mounts or for root)."""
     folder = path.parent
+    if folder.exists() and not folder.is_dir():
+        raise UnetrppError(f"cannot write {path}: {folder} is a file, not a folder")
     if not folder.is_dir():
         raise UnetrppError(f"cannot write {path}: folder {folder} does not exist")
     try:

@@ -1,0 +1,268 @@
+"""``unetrpp segment INPUT [INPUT ...] OUTPUT.seg.nrrd --model M``: the CLI over :func:`unetrpp.segment`.
+
+Progress (``--progress``): ``bar`` draws a progress bar on stderr (the default when stderr is a
+terminal), ``none`` prints nothing while running, ``json`` writes one JSON object per line on stdout,
+flushed at once, and nothing else on stdout (logs and warnings of libraries go to stderr). The Slicer
+module reads these lines. Every object has an ``"event"`` key:
+
+``stage``: a stage starts; stages come in this order (``load_model`` may come before ``read`` when
+the model is a weights file)::
+
+    {"event": "stage", "stage": "read" | "load_model" | "preprocess" | "inference" | "resample"
+                                | "write", "message": "human-readable text"}
+
+``progress``: tiles of the sliding window; ``total`` is known from the first event (``done`` = 0)
+and ``done`` increases to ``total``; seconds are floats, ``eta_seconds`` null until one tile is done::
+
+    {"event": "progress", "stage": "inference", "done": 12, "total": 49,
+     "elapsed_seconds": 3.1, "eta_seconds": 9.5}
+
+``warning``: something the user should know, the run goes on::
+
+    {"event": "warning", "message": "..."}
+
+``result``: the last line of a successful run (exit status 0); one entry per written structure::
+
+    {"event": "result", "output": "/abs/or/relative/out.seg.nrrd", "elapsed_seconds": 41.2,
+     "structures": [{"label_value": 1, "name": "spleen", "voxels": 12345, "volume_ml": 98.7}, ...]}
+
+``error``: the last line of a failed run; exit status 2 for a problem the user can fix (bad input,
+missing weights, existing output; ``error_type`` is the ``unetrpp.errors`` class name), 1 with any
+other ``error_type`` for a bug (its traceback goes to stderr)::
+
+    {"event": "error", "message": "one line naming the problem", "error_type": "InputImageError"}
+
+Nothing is left half-written: every output file is written under a temporary name and renamed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+__all__ = ["add_parser", "run"]
+
+_LABELMAP_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha")
+
+
+def _overlap(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"overlap must be a number in [0, 1), got {text!r}") from error
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"overlap must be in [0, 1), got {value}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from error
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _names(text: str) -> tuple[str, ...]:
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    if not names:
+        raise argparse.ArgumentTypeError("give structure names separated by commas, e.g. liver,spleen")
+    return names
+
+
+def add_parser(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "segment",
+        help="segment a CT/MR volume into a coded Slicer segmentation (.seg.nrrd)",
+        description="Segment one case with a UNETR++ model. The output lies on the input's exact voxel grid "
+        "and carries names, colours and SNOMED CT codes per structure.",
+        epilog="Example: unetrpp segment ct.nii.gz ct.seg.nrrd --model synapse --progress json",
+    )
+    parser.add_argument(
+        "paths",
+        nargs="+",
+        metavar="INPUT ... OUTPUT",
+        help="input image(s) (NIfTI, NRRD, MHA or a DICOM folder; one per model input, in the model's "
+        "order) followed by the output .seg.nrrd",
+    )
+    parser.add_argument("--model", "-m", required=True, help="model name (unetrpp models) or weights file")
+    parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
+    parser.add_argument("--overlap", type=_overlap, default=0.5, help="tile overlap in [0, 1) (default 0.5)")
+    parser.add_argument("--tta", action="store_true", help="mirroring test-time augmentation (8x slower)")
+    parser.add_argument("--structures", type=_names, help="comma-separated structures to keep (default all)")
+    parser.add_argument(
+        "--largest-component",
+        action="store_true",
+        help="keep only the largest connected part of each structure",
+    )
+    parser.add_argument("--orientation", help="override the model's orientation code (e.g. RAS, LPS)")
+    parser.add_argument("--series", metavar="UID", help="DICOM folder input: Series Instance UID to read")
+    parser.add_argument(
+        "--precision",
+        choices=("auto", "fp32", "bf16", "fp16"),
+        default="auto",
+        help="forward-pass arithmetic",
+    )
+    parser.add_argument(
+        "--batch-size", type=_positive_int, default=1, help="tiles per forward pass (default 1)"
+    )
+    parser.add_argument(
+        "--accumulation",
+        choices=("float16", "float32"),
+        default="float16",
+        help="dtype of the blended probabilities (float16 halves the memory; default)",
+    )
+    parser.add_argument(
+        "--progress",
+        choices=("bar", "json", "none"),
+        default=None,
+        help="bar (default on a terminal), json (one event per line on stdout) or none",
+    )
+    parser.add_argument("--labelmap", type=Path, help="also write the label map as an image (.nii.gz, .nrrd)")
+    parser.add_argument("--summary", type=Path, help="also write the per-structure volumes as JSON")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from unetrpp.errors import UnetrppError
+    from unetrpp.events import ErrorEvent, JsonLinesEmitter
+
+    if args.progress is None:
+        args.progress = "bar" if sys.stderr.isatty() else "none"
+    if len(args.paths) < 2:
+        raise UnetrppError(
+            "give at least one INPUT and the OUTPUT .seg.nrrd (unetrpp segment IN OUT --model M)"
+        )
+    if args.progress != "json":
+        return _run(args, None)
+    emitter = JsonLinesEmitter(sys.stdout)
+    try:
+        return _run(args, emitter)
+    except UnetrppError:
+        raise  # cli.main writes the error event and exits 2
+    except Exception as error:  # a bug: still tell the listening GUI in its own format
+        emitter(ErrorEvent(f"internal error: {error}".splitlines()[0], type(error).__name__))
+        raise
+
+
+def _run(args: argparse.Namespace, emitter: Any) -> int:
+    from unetrpp.pipeline.predictor import SegmentOptions, check_writable_folder, segment
+
+    *inputs, output = args.paths
+    options = SegmentOptions(
+        device=args.device,
+        overlap=args.overlap,
+        use_tta=args.tta,
+        structures=args.structures,
+        keep_largest_component=args.largest_component,
+        orientation=args.orientation,
+        precision=args.precision,
+        batch_size=args.batch_size,
+        accumulation=args.accumulation,
+        series_uid=args.series,
+    )
+    extra_outputs = [p for p in (args.labelmap, args.summary) if p is not None]
+    for path in extra_outputs:
+        _check_extra_output(path, args.overwrite)
+        check_writable_folder(path)
+    if args.labelmap is not None and not args.labelmap.name.lower().endswith(_LABELMAP_SUFFIXES):
+        from unetrpp.errors import UnetrppError
+
+        raise UnetrppError(f"--labelmap {args.labelmap} must end in one of {', '.join(_LABELMAP_SUFFIXES)}")
+
+    bar = _ProgressBar() if args.progress == "bar" else None
+    on_event = emitter if emitter is not None else bar
+    try:
+        result = segment(inputs, args.model, output, options, on_event=on_event, overwrite=args.overwrite)
+    finally:
+        if bar is not None:
+            bar.close()
+    if args.labelmap is not None:
+        _write_label_image(result.label_map, args.labelmap)
+    if args.summary is not None:
+        summary = {"inputs": [str(p) for p in inputs], **result.summary()}
+        _write_atomically(args.summary, json.dumps(summary, indent=2).encode("utf-8"))
+    if emitter is None:
+        print(_table(result.volumes))
+        print(f"wrote {result.output}")
+    return 0
+
+
+def _check_extra_output(path: Path, overwrite: bool) -> None:
+    from unetrpp.errors import OutputExistsError, UnetrppError
+
+    if path.is_dir():
+        raise UnetrppError(f"{path} is a folder; give a file name")
+    if path.exists() and not overwrite:
+        raise OutputExistsError(f"{path} already exists; choose another name or pass --overwrite")
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(data)
+        os.replace(temp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp)
+
+
+def _write_label_image(image: Any, path: Path) -> None:
+    import SimpleITK as sitk
+
+    suffix = next(s for s in _LABELMAP_SUFFIXES if path.name.lower().endswith(s))
+    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".part{suffix}", dir=path.parent)
+    os.close(handle)
+    try:
+        sitk.WriteImage(image, temp, useCompression=True)
+        os.replace(temp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp)
+
+
+def _table(volumes: Any) -> str:
+    width = max([len("structure"), *(len(v.name) for v in volumes)])
+    lines = [f"{'structure':<{width}}  {'voxels':>10}  {'volume mL':>10}"]
+    lines += [f"{v.name:<{width}}  {v.voxels:>10d}  {v.volume_ml:>10.2f}" for v in volumes]
+    return "\n".join(lines)
+
+
+class _ProgressBar:
+    """``on_event`` for terminals: stage lines and a tqdm bar for the tiles, all on stderr."""
+
+    def __init__(self) -> None:
+        self._bar: Any = None
+
+    def __call__(self, event: Any) -> None:
+        from tqdm import tqdm
+
+        from unetrpp.events import ProgressEvent, StageEvent, WarningEvent
+
+        if isinstance(event, StageEvent):
+            self.close()
+            tqdm.write(f"{event.stage}: {event.message}", file=sys.stderr)
+        elif isinstance(event, WarningEvent):
+            tqdm.write(f"unetrpp: warning: {event.message}", file=sys.stderr)
+        elif isinstance(event, ProgressEvent):
+            if self._bar is None or self._bar.total != event.total:
+                self.close()
+                self._bar = tqdm(
+                    total=event.total, desc=event.stage, unit="tile", file=sys.stderr, leave=False
+                )
+            self._bar.update(event.done - self._bar.n)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
