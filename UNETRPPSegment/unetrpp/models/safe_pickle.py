@@ -19,6 +19,7 @@ importing the deprecated ``numpy.core`` shim.
 from __future__ import annotations
 
 import _codecs
+import _compat_pickle
 import collections
 import io
 import pickle
@@ -33,8 +34,10 @@ __all__ = ["torch_numpy_allowlist", "load_plain_pickle"]
 
 try:  # numpy >= 2
     from numpy._core import multiarray as _multiarray
+    from numpy._core import numeric as _numeric
 except ImportError:  # pragma: no cover - numpy 1.x
     from numpy.core import multiarray as _multiarray  # type: ignore[no-redef]
+    from numpy.core import numeric as _numeric  # type: ignore[no-redef]
 
 _MULTIARRAY_MODULES = ("numpy.core.multiarray", "numpy._core.multiarray")
 
@@ -94,6 +97,9 @@ _PLAIN_GLOBALS: dict[str, Any] = {
     "collections.defaultdict": collections.defaultdict,
     "_codecs.encode": _codecs.encode,
 }
+# Pickle protocol 5 stores array data out of band and rebuilds it with numpy's _frombuffer (pure data).
+for _module in ("numpy.core.numeric", "numpy._core.numeric"):
+    _PLAIN_GLOBALS[f"{_module}._frombuffer"] = _numeric._frombuffer
 
 
 class _PlainDataUnpickler(pickle.Unpickler):
@@ -103,6 +109,10 @@ class _PlainDataUnpickler(pickle.Unpickler):
         self._allowed = {**_PLAIN_GLOBALS, **_numpy_globals()}
 
     def find_class(self, module: str, name: str) -> Any:
+        # Protocol 2 writes Python 2 names (__builtin__.set); map them as pickle's own find_class does.
+        if (module, name) in _compat_pickle.NAME_MAPPING:
+            module, name = _compat_pickle.NAME_MAPPING[(module, name)]
+        module = _compat_pickle.IMPORT_MAPPING.get(module, module)
         dotted = f"{module}.{name}"
         if dotted not in self._allowed:
             raise UnsafeCheckpointError(
