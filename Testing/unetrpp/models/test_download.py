@@ -11,7 +11,8 @@ import pytest
 from loopback_http import LoopbackServer, Route
 from unetrpp.errors import DownloadError
 from unetrpp.events import ProgressEvent, StageEvent
-from unetrpp.models.download import build_opener, direct_download_url, fetch, looks_like_html
+from unetrpp.models.download import build_opener, fetch
+from unetrpp.models.share_links import direct_download_url, looks_like_html
 
 _PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
 

@@ -20,7 +20,6 @@ that may run concurrently hold a lock around :func:`fetch` (see ``store.py``).
 from __future__ import annotations
 
 import hashlib
-import html.parser
 import http.client
 import logging
 import os
@@ -35,8 +34,9 @@ from pathlib import Path
 from unetrpp import __version__
 from unetrpp.errors import DownloadError
 from unetrpp.events import EventCallback, ProgressEvent, StageEvent, emit
+from unetrpp.models.share_links import direct_download_url, drive_confirmation_url, looks_like_html
 
-__all__ = ["DownloadResult", "fetch", "direct_download_url", "sha256_of", "build_opener", "looks_like_html"]
+__all__ = ["DownloadResult", "fetch", "sha256_of", "build_opener"]
 
 logger = logging.getLogger(__name__)
 
@@ -45,8 +45,6 @@ _CHUNK_BYTES = 1 << 20
 _EVENT_INTERVAL_SECONDS = 0.25
 _MAX_HTML_BYTES = 2 << 20
 _MAX_CONFIRMATIONS = 2
-
-_DRIVE_FILE_ID = re.compile(r"^/file/d/([A-Za-z0-9_-]+)")
 
 
 @dataclass(frozen=True)
@@ -58,34 +56,6 @@ class DownloadResult:
     sha256: str
     size_bytes: int
     resumed_from_bytes: int = 0
-
-
-def direct_download_url(url: str) -> str:
-    """The URL that serves the file itself rather than a viewer page.
-
-    - Google Drive ``https://drive.google.com/file/d/ID[/view]`` →
-      ``https://drive.usercontent.google.com/download?id=ID&export=download&confirm=t``
-      (``confirm=t`` skips the "file too large to scan for viruses" page).
-    - SharePoint / OneDrive sharing links (``https://x.sharepoint.com/:u:/g/...``) get ``download=1``.
-    - Anything else is returned unchanged.
-    """
-    parts = urllib.parse.urlsplit(url)
-    host = parts.hostname or ""
-    if host == "drive.google.com":
-        match = _DRIVE_FILE_ID.match(parts.path)
-        query = urllib.parse.parse_qs(parts.query)
-        file_id = match.group(1) if match else (query.get("id") or [None])[0]
-        if file_id:
-            return "https://drive.usercontent.google.com/download?" + urllib.parse.urlencode(
-                {"id": file_id, "export": "download", "confirm": "t"}
-            )
-    if host.endswith(".sharepoint.com"):
-        query = [
-            (k, v) for k, v in urllib.parse.parse_qsl(parts.query, keep_blank_values=True) if k != "download"
-        ]
-        query.append(("download", "1"))
-        return urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(query)))
-    return url
 
 
 def build_opener() -> urllib.request.OpenerDirector:
@@ -100,14 +70,6 @@ def sha256_of(path: str | Path) -> str:
         for block in iter(lambda: stream.read(_CHUNK_BYTES), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def looks_like_html(first_bytes: bytes, content_type: str | None = None) -> bool:
-    """True for a web page: a ``text/html`` content type or a body starting like an HTML document."""
-    if content_type and content_type.split(";")[0].strip().lower() in ("text/html", "application/xhtml+xml"):
-        return True
-    head = first_bytes.lstrip()[:64].lower()
-    return head.startswith((b"<!doctype", b"<html", b"<head", b"<body"))
 
 
 def fetch(
@@ -214,7 +176,7 @@ def _transfer(
             first = _read(response, min(_CHUNK_BYTES, 64 * 1024), host, timeout, offset, total)
             if looks_like_html(first if offset == 0 else b"", content_type):
                 page = first + response.read(_MAX_HTML_BYTES)
-                confirmation = _drive_confirmation_url(page, url)
+                confirmation = drive_confirmation_url(page, url)
                 if confirmation is None:
                     raise DownloadError(
                         f"{host} sent a web page instead of the weights file (Google Drive does this when "
@@ -336,38 +298,6 @@ def _parse_content_range(value: str | None) -> tuple[int, int]:
         return 0, 0
     start, total = match.groups()
     return int(start or 0), int(total) if total and total.isdigit() else 0
-
-
-class _FormParser(html.parser.HTMLParser):
-    """Collects the action and input values of Google Drive's ``download-form``."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.action: str | None = None
-        self.fields: list[tuple[str, str]] = []
-        self._inside = False
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        values = {key: value or "" for key, value in attrs}
-        if tag == "form" and values.get("id") == "download-form":
-            self._inside = True
-            self.action = values.get("action", "")
-        elif tag == "input" and self._inside and values.get("name"):
-            self.fields.append((values["name"], values.get("value", "")))
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag == "form":
-            self._inside = False
-
-
-def _drive_confirmation_url(page: bytes, page_url: str) -> str | None:
-    """The URL behind Google Drive's "download anyway" form, or None if the page has no such form."""
-    parser = _FormParser()
-    parser.feed(page.decode("utf-8", errors="replace"))
-    if parser.action is None:
-        return None
-    action = urllib.parse.urljoin(page_url, parser.action)
-    return action + ("&" if "?" in action else "?") + urllib.parse.urlencode(parser.fields)
 
 
 def _megabytes(count: int) -> str:

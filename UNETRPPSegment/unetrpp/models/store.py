@@ -6,9 +6,8 @@ Layout (one folder per model, shared by every Slicer version and the CLI of one 
     <home>/models/<name>/record.json     source, SHA256, size and date of what was installed
     <home>/models/<name>/.lock           held while a process writes the folder
 
-``<home>`` is ``platformdirs.user_data_dir("unetrpp")`` (``~/.local/share/unetrpp``,
-``%LOCALAPPDATA%\\unetrpp``, ``~/Library/Application Support/unetrpp``) unless the environment variable
-``UNETRPP_HOME`` names another folder. Nothing is downloaded unless :func:`download` is called: the
+``<home>`` is the per-user data folder unless the environment variable ``UNETRPP_HOME`` names another
+one (``models/home.py``). Nothing is downloaded unless :func:`download` is called: the
 CLI's ``unetrpp download NAME`` and the Slicer module (after asking the user) are the only callers.
 
 The record makes corruption detectable: :func:`installed_weights` checks it cheaply (file present,
@@ -18,25 +17,22 @@ files into place, so two processes installing the same model leave one intact fi
 
 from __future__ import annotations
 
-import dataclasses
 import datetime
-import json
 import logging
 import os
 import shutil
-import sys
 import tempfile
-from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
 
 from unetrpp.errors import CheckpointError, DownloadError, ModelNotFoundError, OutputExistsError, UnetrppError
 from unetrpp.events import EventCallback, StageEvent, emit
 from unetrpp.models.archive import extract_checkpoint
 from unetrpp.models.cards import ModelCard
 from unetrpp.models.download import DEFAULT_TIMEOUT_SECONDS, fetch, sha256_of
+from unetrpp.models.home import model_home
 from unetrpp.models.locking import exclusive_lock
+from unetrpp.models.records import RECORD_NAME, WeightsRecord, read_record, utc_now, write_record
 from unetrpp.models.registry import BUNDLED_SCHEME, find_card
 from unetrpp.models.validate import check_weights_file, sniff_format
 
@@ -55,48 +51,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-HOME_ENVIRONMENT_VARIABLE = "UNETRPP_HOME"
-_RECORD_NAME = "record.json"
 _LOCK_NAME = ".lock"
 _STAGING_SUFFIX = ".incoming"
-
-
-@dataclass(frozen=True)
-class WeightsRecord:
-    """What was installed for one model, written next to the weights as ``record.json``.
-
-    Attributes:
-        source: the URL it was downloaded from, or ``file:`` + the path it was imported from.
-        sha256: hex digest of the installed file, computed while installing.
-        installed_at: ISO 8601 UTC time of installation.
-    """
-
-    name: str
-    filename: str
-    format: str
-    source: str
-    sha256: str
-    size_bytes: int
-    installed_at: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> WeightsRecord:
-        return cls(**{field.name: data[field.name] for field in dataclasses.fields(cls)})
-
-
-def model_home() -> Path:
-    """Root of the cache: ``$UNETRPP_HOME`` if set, else the per-user data folder."""
-    override = os.environ.get(HOME_ENVIRONMENT_VARIABLE, "").strip()
-    if override:
-        return Path(override).expanduser()
-    try:
-        import platformdirs
-    except ImportError:  # Slicer's Python before requirements are installed
-        return _fallback_user_data_dir()
-    return Path(platformdirs.user_data_dir("unetrpp", appauthor=False))
 
 
 def model_dir(model: str | ModelCard) -> Path:
@@ -123,14 +79,7 @@ def installed_record(model: str | ModelCard) -> WeightsRecord | None:
         return WeightsRecord(
             card.name, path.name, source.format, source.url, "", stat.st_size, installed_at.isoformat()
         )
-    record_path = model_dir(card) / _RECORD_NAME
-    try:
-        return WeightsRecord.from_dict(json.loads(record_path.read_text(encoding="utf-8")))
-    except FileNotFoundError:
-        return None
-    except (ValueError, KeyError, TypeError) as error:
-        logger.warning("ignoring unreadable %s: %s", record_path, error)
-        return None
+    return read_record(model_dir(card))
 
 
 def installed_weights(model: str | ModelCard) -> Path | None:
@@ -248,9 +197,15 @@ def download(
                 continue
             target = folder / source.filename
             record = WeightsRecord(
-                card.name, source.filename, source.format, source.url, digest, staging.stat().st_size, _now()
+                card.name,
+                source.filename,
+                source.format,
+                source.url,
+                digest,
+                staging.stat().st_size,
+                utc_now(),
             )
-            (folder / _RECORD_NAME).unlink(missing_ok=True)  # no record describes a half-replaced install
+            (folder / RECORD_NAME).unlink(missing_ok=True)  # no record describes a half-replaced install
             plans = staging.with_name(staging.name + ".pkl")
             if plans.exists():
                 os.replace(plans, target.with_name(target.name + ".pkl"))
@@ -318,7 +273,7 @@ def _install_file(source: Path, card: ModelCard, *, origin: str, overwrite: bool
             origin,
             digest,
             target.stat().st_size,
-            _now(),
+            utc_now(),
         )
         _replace_install(folder, record)
     return target
@@ -394,30 +349,14 @@ def _copy_atomically(source: Path, target: Path) -> str:
 
 def _replace_install(folder: Path, record: WeightsRecord) -> None:
     """Write ``record.json`` and delete weights files of an earlier installation under another name."""
-    keep = {record.filename, record.filename + ".pkl", _RECORD_NAME, _LOCK_NAME}
+    keep = {record.filename, record.filename + ".pkl", RECORD_NAME, _LOCK_NAME}
     for entry in folder.iterdir():  # includes .part files of other sources: nothing to resume any more
         if entry.is_file() and entry.name not in keep:
             entry.unlink()
-    handle, temporary = tempfile.mkstemp(prefix=".record.", suffix=".tmp", dir=folder)
-    with os.fdopen(handle, "w", encoding="utf-8") as stream:
-        json.dump(record.to_dict(), stream, indent=2)
-        stream.write("\n")
-    os.replace(temporary, folder / _RECORD_NAME)
+    write_record(folder, record)
 
 
 def _remove_if_empty(folder: Path) -> None:
     leftovers = [entry for entry in folder.iterdir() if entry.name != _LOCK_NAME] if folder.exists() else []
     if folder.exists() and not leftovers:
         shutil.rmtree(folder, ignore_errors=True)
-
-
-def _now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat()
-
-
-def _fallback_user_data_dir() -> Path:
-    if sys.platform == "win32":
-        return Path(os.environ.get("LOCALAPPDATA", Path.home() / "AppData" / "Local")) / "unetrpp"
-    if sys.platform == "darwin":
-        return Path.home() / "Library" / "Application Support" / "unetrpp"
-    return Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share")) / "unetrpp"

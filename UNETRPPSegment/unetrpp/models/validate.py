@@ -16,7 +16,7 @@ from pathlib import Path
 from unetrpp.errors import CheckpointError, CheckpointMismatchError, UnetrppError
 from unetrpp.models.archive import is_torch_archive
 from unetrpp.models.cards import ModelCard
-from unetrpp.models.download import looks_like_html
+from unetrpp.models.share_links import looks_like_html
 
 __all__ = ["check_weights_file", "sniff_format"]
 
