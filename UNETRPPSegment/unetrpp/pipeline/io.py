@@ -4,24 +4,15 @@ Supported inputs: NIfTI (``.nii``, ``.nii.gz``), NRRD/NHDR, MetaImage (``.mha``,
 holding a DICOM series. SimpleITK is the only reader, so every file gets the same (LPS) geometry
 convention; we never fall back to a second library that could disagree on orientation.
 
-DICOM choices, and why:
-
-* A folder may hold several series. We take the one with the most slices, or the one ``series_uid``
-  names. Two largest series of equal size are ambiguous: the error lists every UID with its slice count,
-  so the user can pass ``--series UID``. Non-image objects (SEG, RTSTRUCT, SR, ...) are never candidates.
-* **Gantry-tilted series are refused.** Their slices are stacked along a direction that is not
-  perpendicular to the slice plane (a sheared grid). SimpleITK still returns an orthogonal grid, so
-  every slice after the first would sit at the wrong physical place, and so would the mask. Regularise
-  the series first (Slicer's DICOM "acquisition geometry regularization", or dcm2niix) and segment the
-  resulting volume.
-* **Series with variable slice spacing or missing slices are refused** for the same reason: a regular
-  grid cannot hold them without moving slices. Both checks compare every slice's Image Position
-  (Patient) with the grid SimpleITK built; a deviation above 10 % of the smallest voxel spacing refuses.
+DICOM folders are read by :mod:`unetrpp.pipeline.dicom`: the series with the most slices (or
+``series_uid``); gantry-tilted series and series with irregular slice spacing are refused, because a
+regular grid would silently misplace their slices and so the mask.
 
 Volumes are checked for what would break preprocessing or silently give nonsense: 3D (a 3D file with a
 single slice along any axis is refused as effectively 2D; two or more slices are accepted, so a
 3-slice CT works), one scalar value per voxel, finite values, positive spacing between 1e-3 and 50 mm,
-orthonormal direction cosines, and not every voxel equal.
+orthonormal direction cosines, and not every voxel equal. Truncated NIfTI files are refused (ITK would
+fill the missing voxels with zeros).
 """
 
 from __future__ import annotations
@@ -39,6 +30,12 @@ import numpy as np
 import SimpleITK as sitk
 
 from unetrpp.errors import InputImageError
+from unetrpp.pipeline.dicom import (
+    GRID_TOLERANCE_VOXELS,
+    NON_IMAGE_MODALITIES,
+    is_dicom_file,
+    read_dicom_series,
+)
 
 __all__ = [
     "read_image",
@@ -57,13 +54,10 @@ MIN_SPACING_MM = 1e-3
 MAX_SPACING_MM = 50.0
 SUPPORTED = "NIfTI, NRRD/NHDR, MHA/MHD or a DICOM series folder"
 
-# Relative tolerance for "all channels share one grid" and DICOM slice placement, in voxels.
-_GRID_TOLERANCE_VOXELS = 0.1
+# Tolerance for "all channels share one grid", in voxels (the same as for DICOM slice placement).
+_GRID_TOLERANCE_VOXELS = GRID_TOLERANCE_VOXELS
 _DIRECTION_TOLERANCE = 1e-4
 _NIFTI2_HEADER_BYTES = 540
-_NON_IMAGE_MODALITIES = frozenset(
-    {"SEG", "RTSTRUCT", "RTPLAN", "RTDOSE", "RTRECORD", "SR", "PR", "KO", "REG"}
-)
 
 
 def read_image(path: PathLike, *, series_uid: str | None = None) -> sitk.Image:
@@ -187,7 +181,7 @@ def _read_raw(path: Path, series_uid: str | None) -> sitk.Image:
     if not path.exists():
         raise InputImageError(f"input not found: {path}")
     if path.is_dir():
-        return _read_dicom_series(path, series_uid)
+        return read_dicom_series(path, series_uid)
     if path.name.lower().endswith((".nii", ".nii.gz")):
         _check_nifti_complete(path)
     reader = sitk.ImageFileReader()
@@ -200,9 +194,9 @@ def _read_raw(path: Path, series_uid: str | None) -> sitk.Image:
                 f"{path} has zero or invalid voxel spacing in its header; fix the header"
             ) from error
         raise InputImageError(f"cannot read {path}: not a readable {SUPPORTED} (file damaged?)") from error
-    if _is_dicom_file(path):
+    if is_dicom_file(path):
         modality = reader.GetMetaData("0008|0060").strip() if reader.HasMetaDataKey("0008|0060") else ""
-        if modality.upper() in _NON_IMAGE_MODALITIES:
+        if modality.upper() in NON_IMAGE_MODALITIES:
             raise InputImageError(
                 f"{path} is a DICOM {modality} object, not an image; pass the image series folder"
             )
@@ -258,112 +252,6 @@ def _nifti_expected_bytes(header: bytes) -> int | None:
     return None
 
 
-def _is_dicom_file(path: Path) -> bool:
-    with path.open("rb") as stream:
-        stream.seek(128)
-        return stream.read(4) == b"DICM"
-
-
-def _read_dicom_series(folder: Path, series_uid: str | None) -> sitk.Image:
-    series = _image_series(folder)
-    if not series:
-        hint = (
-            "; subfolders are not searched: pass the series folder itself" if _has_subfolders(folder) else ""
-        )
-        raise InputImageError(f"no DICOM image series found in folder {folder}{hint}")
-    listing = ", ".join(f"{uid or '<no UID>'} ({len(files)} slices)" for uid, files in series.items())
-    if series_uid is not None:
-        if series_uid not in series:
-            raise InputImageError(f"no DICOM series {series_uid} in {folder}; available: {listing}")
-        uid = series_uid
-    else:
-        counts = sorted((len(files) for files in series.values()), reverse=True)
-        if len(counts) > 1 and counts[0] == counts[1]:
-            raise InputImageError(
-                f"{folder} holds several DICOM series of equal size; choose one with --series UID: {listing}"
-            )
-        uid = max(series, key=lambda key: len(series[key]))
-    files = series[uid]
-    reader = sitk.ImageSeriesReader()
-    reader.SetFileNames(files)
-    reader.MetaDataDictionaryArrayUpdateOn()
-    warnings_shown = sitk.ProcessObject.GetGlobalWarningDisplay()
-    sitk.ProcessObject.SetGlobalWarningDisplay(False)  # we diagnose irregular slices ourselves, below
-    try:
-        image = reader.Execute()
-    except RuntimeError as error:
-        raise InputImageError(f"cannot read DICOM series {uid} in {folder} (damaged files?)") from error
-    finally:
-        sitk.ProcessObject.SetGlobalWarningDisplay(warnings_shown)
-    if len(files) > 1:
-        _check_slice_geometry(image, reader, f"DICOM series {uid} in {folder}")
-    logger.info("read DICOM series %s (%d files) from %s", uid, len(files), folder)
-    return image
-
-
-def _has_subfolders(folder: Path) -> bool:
-    return any(child.is_dir() for child in folder.iterdir())
-
-
-def _image_series(folder: Path) -> dict[str, list[str]]:
-    """Series UID -> sorted file names, for every series in ``folder`` that holds image pixels."""
-    series: dict[str, list[str]] = {}
-    for uid in sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)):
-        files = list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), uid))
-        if not files:
-            continue
-        header = sitk.ImageFileReader()
-        header.SetFileName(files[0])
-        try:
-            header.ReadImageInformation()
-        except RuntimeError:
-            logger.info("skipping DICOM series %s: no readable image in %s", uid, files[0])
-            continue
-        modality = header.GetMetaData("0008|0060").strip() if header.HasMetaDataKey("0008|0060") else ""
-        if modality.upper() in _NON_IMAGE_MODALITIES:
-            logger.info("skipping DICOM series %s: modality %s holds no image", uid, modality)
-            continue
-        series[uid] = files
-    return series
-
-
-def _check_slice_geometry(image: sitk.Image, reader: sitk.ImageSeriesReader, name: str) -> None:
-    """Refuse a series whose slices do not sit where the regular grid SimpleITK built puts them."""
-    if image.GetDimension() != 3 or image.GetSize()[2] != len(reader.GetFileNames()):
-        return  # multi-frame files: GDCM placed the frames itself
-    positions, orientations = [], []
-    for k in range(image.GetSize()[2]):
-        if not (reader.HasMetaDataKey(k, "0020|0032") and reader.HasMetaDataKey(k, "0020|0037")):
-            logger.warning("%s: slice %d has no position/orientation tags; geometry not checked", name, k)
-            return
-        positions.append(_numbers(reader.GetMetaData(k, "0020|0032")))
-        orientations.append(_numbers(reader.GetMetaData(k, "0020|0037")))
-    positions_mm = np.array(positions)
-    if any(len(o) != 6 for o in orientations) or positions_mm.shape[1] != 3:
-        return
-    if np.abs(np.array(orientations) - orientations[0]).max() > 1e-3:
-        raise InputImageError(f"{name} mixes slices of different orientations (a localizer?); not one volume")
-    expected = np.array([image.TransformIndexToPhysicalPoint((0, 0, k)) for k in range(len(positions))])
-    deviation = np.linalg.norm(positions_mm - expected, axis=1).max()
-    tolerance = _GRID_TOLERANCE_VOXELS * min(image.GetSpacing())
-    if deviation <= tolerance:
-        return
-    normal = np.array(image.GetDirection()).reshape(3, 3)[:, 2]
-    steps = np.diff(positions_mm, axis=0)
-    along = steps @ normal
-    across = np.linalg.norm(steps - np.outer(along, normal), axis=1)
-    tilt_deg = float(np.degrees(np.arctan2(across.max(), np.abs(along).max())))
-    if across.max() > tolerance:
-        raise InputImageError(
-            f"{name} is gantry-tilted ({tilt_deg:.1f} deg: slices not stacked perpendicular to their plane); "
-            "regularise it first (Slicer DICOM acquisition geometry regularization, or dcm2niix)"
-        )
-    raise InputImageError(
-        f"{name} has irregular slice spacing ({np.abs(along).min():.3g} to {np.abs(along).max():.3g} mm; "
-        "missing or duplicate slices?); resample it to a regular grid first"
-    )
-
-
 def _split_channels(image: sitk.Image, num_channels: int) -> list[sitk.Image] | None:
     """The channels of a 4D image (last axis) or vector image; None unless it holds ``num_channels``."""
     if image.GetNumberOfComponentsPerPixel() == num_channels and image.GetDimension() == 3:
@@ -399,13 +287,6 @@ def check_same_grid(images: Sequence[sitk.Image], names: Sequence[str] | None = 
             raise InputImageError(
                 f"input {name} is not on the grid of {names[0]}: {problem}; resample it onto the first input"
             )
-
-
-def _numbers(text: str) -> list[float]:
-    try:
-        return [float(v) for v in text.split("\\") if v.strip()]
-    except ValueError:
-        return []
 
 
 def _fmt_size(size: Sequence[int]) -> str:
