@@ -3,10 +3,15 @@ segmentation node, with an oblique volume under a parent transform, cancel, fail
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
+import psutil
 import pytest
 import SimpleITK as sitk
 from unetrpp.errors import InputImageError
@@ -14,6 +19,7 @@ from unetrpp.labels.terminology import terminology_entry_string
 from UNETRPPSegmentLib.logic import (
     CORE_DIR,
     Device,
+    JobStatus,
     SegmentationError,
     SegmentationLogic,
     SegmentationRequest,
@@ -268,3 +274,162 @@ def test_missing_result_file_is_a_one_line_error(slicer_app, tmp_path):
     with pytest.raises(SegmentationError, match="could not be read"):
         SegmentationLogic().import_result(tmp_path / "absent.seg.nrrd", SegmentationRequest([volume], "x"))
     assert slicer_app.scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode") == nodes_before
+
+
+# ---- end to end: a real `unetrpp segment` child with a tiny UNETR++ -----------------------------
+
+_TINY_PATCH_ZYX = (16, 32, 32)
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> Path:
+    """A real UNETR++ (synapse variant, tiny widths) saved as a .unetrpp file with the synapse labels.
+
+    The plans' target spacing is finer than the test volume's, so the volume is upsampled into several
+    tiles and inference reports real tile progress.
+    """
+    pytest.importorskip("unetrpp.cli.segment", reason="the `unetrpp segment` CLI is not available")
+    import torch
+    from unetrpp.models.checkpoint import save_model
+    from unetrpp.models.registry import find_card
+    from unetrpp.network import build_network
+
+    overrides = {"patch_size": _TINY_PATCH_ZYX, "feature_size": 4, "dims": (8, 16, 32, 64)}
+    torch.manual_seed(0)
+    network = build_network("synapse", out_channels=14, deep_supervision=False, **overrides)
+    card = find_card("synapse")
+    plans = dataclasses.replace(
+        card.plans, patch_size_zyx=_TINY_PATCH_ZYX, target_spacing_zyx=(1.25, 0.5, 0.5)
+    )
+    card = dataclasses.replace(
+        card,
+        name="tiny-synapse",
+        patch_size_zyx=_TINY_PATCH_ZYX,
+        plans=plans,
+        network_overrides={**overrides, "deep_supervision": False},
+        weights=(),
+    )
+    return save_model(tmp_path_factory.mktemp("model") / "tiny-synapse.unetrpp", network, card)
+
+
+@pytest.fixture
+def child_logic(tmp_path) -> SegmentationLogic:
+    """The logic with this interpreter as the child's Python, a private temp root and model cache."""
+    environment = {**os.environ, "UNETRPP_HOME": str(tmp_path / "home")}
+    return SegmentationLogic(
+        python_executable=sys.executable, temp_root=tmp_path / "tmp", base_environment=environment
+    )
+
+
+def _leftovers(logic: SegmentationLogic) -> list[Path]:
+    return sorted(logic.temp_root.rglob("*")) if logic.temp_root.exists() else []
+
+
+@pytest.mark.slow
+def test_oblique_volume_under_transform_is_segmented_by_a_real_child(slicer_app, tiny_model, child_logic):
+    from unetrpp.events import ProgressEvent, ResultEvent
+    from unetrpp.labels.terminology import structures_for
+
+    volume, study = _add_volume(slicer_app.scene, _ct_like())
+    transform = _add_transform(slicer_app.scene, volume)
+    ijk_to_ras_before = _numpy_matrix_of(volume)
+    progress, events = [], []
+    request = SegmentationRequest([volume], str(tiny_model), device="cpu")
+    job = child_logic.start(
+        request, on_progress=progress.append, on_event=events.append, wait_for_completion=True
+    )
+
+    assert job.status is JobStatus.SUCCEEDED, job.error_message
+    node = job.segmentation_node
+    # Named, coloured, coded segments: one per structure of the label set, as the terminology table says.
+    structures = structures_for("synapse")
+    segmentation = node.GetSegmentation()
+    assert segmentation.GetNumberOfSegments() == len(structures)
+    reported = {
+        entry["name"]: entry["voxels"]
+        for entry in next(e for e in events if isinstance(e, ResultEvent)).structures
+    }
+    for structure in structures:
+        segment = segmentation.GetSegment(segmentation.GetSegmentIdBySegmentName(structure.name))
+        assert segment is not None, structure.name
+        assert segment.GetColor() == pytest.approx(structure.color_float, abs=1e-3)
+        assert segment.GetTerminology() == terminology_entry_string(structure)
+    # Same geometry as the input: the labelmap lies on the volume's own (oblique) voxel grid ...
+    import slicer
+
+    labelmap = slicer.vtkOrientedImageData()
+    node.GetBinaryLabelmapRepresentation(segmentation.GetNthSegmentID(0), labelmap)
+    import vtk
+
+    image_to_world = vtk.vtkMatrix4x4()
+    labelmap.GetImageToWorldMatrix(image_to_world)
+    np.testing.assert_allclose(_numpy_matrix(image_to_world), ijk_to_ras_before, atol=1e-5)
+    assert node.GetNodeReference(node.GetReferenceImageGeometryReferenceRole()) is volume
+    # ... under the same transform, so it lands where the user sees the volume; the volume is unchanged.
+    assert node.GetTransformNodeID() == volume.GetTransformNodeID() == transform.GetID()
+    np.testing.assert_array_equal(_numpy_matrix_of(volume), ijk_to_ras_before)
+    assert volume.GetStorageNode() is None
+    hierarchy = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(slicer_app.scene)
+    assert hierarchy.GetItemParent(hierarchy.GetItemByDataNode(node)) == study
+    # Nothing lost on the way: the node holds exactly the voxels the child wrote.
+    for summary in job.review:
+        assert summary.voxel_count == reported[summary.name], summary.name
+        array = _segment_array(node, summary.segment_id, volume)
+        assert array.shape == _SHAPE_ZYX and int((array != 0).sum()) == summary.voxel_count
+    assert sum(reported.values()) > 0
+    # Progress: tiles counted up, overall percent never going back, ending at 100.
+    tiles = [e for e in events if isinstance(e, ProgressEvent) and e.stage == "inference"]
+    assert len(tiles) > 2 and [e.done for e in tiles] == list(range(tiles[-1].total + 1))
+    percents = [p.percent for p in progress]
+    assert percents == sorted(percents) and percents[-1] == 100.0 and len(set(percents)) > 3
+    assert _leftovers(child_logic) == []
+
+
+@pytest.mark.slow
+def test_cancel_during_inference_kills_tree_and_leaves_nothing(slicer_app, tiny_model, child_logic):
+    from unetrpp.events import ProgressEvent
+
+    volume, _ = _add_volume(slicer_app.scene, _ct_like((24, 40, 48)))
+    nodes_before = slicer_app.scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode")
+    tiles = []
+
+    def on_event(event):
+        if isinstance(event, ProgressEvent) and event.stage == "inference":
+            tiles.append(event)
+
+    # A high overlap makes many tiles, so inference runs long enough to be cancelled in the middle.
+    request = SegmentationRequest([volume], str(tiny_model), device="cpu", overlap=0.9)
+    done = []
+    job = child_logic.start(request, on_event=on_event, on_done=done.append)
+    tree = [psutil.Process(job.runner.pid)]
+    deadline = time.monotonic() + 120
+    while not any(t.done >= 1 for t in tiles) and job.poll():
+        assert time.monotonic() < deadline, "inference never started"
+        time.sleep(0.02)
+    assert tiles and tiles[-1].done < tiles[-1].total, "inference finished before it could be cancelled"
+    tree += tree[0].children(recursive=True)
+    started = time.monotonic()
+    job.cancel()
+    _, alive = psutil.wait_procs(tree, timeout=max(0.0, 2.0 - (time.monotonic() - started)))
+    assert not alive and time.monotonic() - started < 2.0
+    assert job.status is JobStatus.CANCELLED and done == [job]
+    assert job.segmentation_node is None and job.error_message == ""
+    assert slicer_app.scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode") == nodes_before
+    assert _leftovers(child_logic) == []
+
+
+@pytest.mark.slow
+def test_failing_child_surfaces_its_one_line_error(slicer_app, tiny_model, child_logic):
+    array = _ct_like().astype(np.float32)
+    array[3, 4, 5] = np.nan
+    volume, _ = _add_volume(slicer_app.scene, array, "Broken CT")
+    nodes_before = slicer_app.scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode")
+    with pytest.raises(SegmentationError) as raised:
+        child_logic.start(
+            SegmentationRequest([volume], str(tiny_model), device="cpu"), wait_for_completion=True
+        )
+    message = str(raised.value)
+    assert "\n" not in message and "NaN" in message
+    assert "volume 'Broken CT'" in message and "input_0.nrrd" not in message
+    assert slicer_app.scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode") == nodes_before
+    assert _leftovers(child_logic) == []

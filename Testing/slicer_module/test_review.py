@@ -119,3 +119,22 @@ def test_review_segmentation_node_reads_each_segment(slicer_app):
         assert node_summary.flags == array_summary.flags
         assert node_summary.color_rgb == pytest.approx(array_summary.color_rgb)
     assert FLAG_SWAPPED in from_node[0].flags and from_node[2].flags == (FLAG_EMPTY,)
+
+
+def test_review_of_a_loaded_seg_nrrd_with_one_shared_layer(slicer_app, tmp_path):
+    """Segments read from a .seg.nrrd share one labelmap layer with label values 1, 2, 3."""
+    import SimpleITK as sitk
+    from unetrpp.labels.seg_nrrd import write_seg_nrrd
+    from unetrpp.labels.terminology import structures_for
+
+    label_map = np.zeros((4, 8, 24), np.uint8)
+    label_map[1:3, 2:5, 20:22] = 2
+    label_map[1:3, 2:5, 0:2] = 3
+    label_map[0, 0:3, 5:9] = 6
+    structures = structures_for("synapse")
+    path = write_seg_nrrd(sitk.GetImageFromArray(label_map), structures, tmp_path / "labels.seg.nrrd")
+    node = slicer_app.load_segmentation(path)
+    from_node = review_segmentation_node(node)
+    assert [s.name for s in from_node] == [s.name for s in structures]
+    for summary, structure in zip(from_node, structures, strict=True):
+        assert summary.voxel_count == int((label_map == structure.label_value).sum()), structure.name

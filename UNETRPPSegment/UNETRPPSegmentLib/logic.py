@@ -241,10 +241,18 @@ class SegmentationJob:
                 self._end(JobStatus.SUCCEEDED)
             self.runner.finish()
         elif state is RunState.FAILED:
-            self._end(JobStatus.FAILED, self.runner.error_message)
+            self._end(JobStatus.FAILED, self._with_volume_names(self.runner.error_message))
         elif state is RunState.CANCELLED:
             self._end(JobStatus.CANCELLED)
         return self.status is JobStatus.RUNNING
+
+    def _with_volume_names(self, message: str) -> str:
+        """The child names its temporary input files; the user knows the volumes by their names."""
+        for index, volume in enumerate(self.request.input_volumes):
+            path = self.temp_dir / _input_file_name(index)
+            for text in (str(path), path.name):
+                message = message.replace(text, f"volume '{volume.GetName()}'")
+        return message
 
     def cancel(self) -> None:
         """Kill the child's whole process tree; no node is created, temporary files are removed."""
@@ -356,7 +364,7 @@ class SegmentationLogic:
         temp_dir = Path(tempfile.mkdtemp(prefix="UNETRPP-", dir=self.temp_root))
         try:
             input_paths = [
-                _write_volume(volume, temp_dir / f"input_{index}.nrrd")
+                _write_volume(volume, temp_dir / _input_file_name(index))
                 for index, volume in enumerate(request.input_volumes)
             ]
         except BaseException:
@@ -415,6 +423,10 @@ class SegmentationLogic:
         if request.create_surfaces:
             target.CreateClosedSurfaceRepresentation()
         return target
+
+
+def _input_file_name(index: int) -> str:
+    return f"input_{index}.nrrd"
 
 
 def _slicer_temp_dir() -> Path | None:

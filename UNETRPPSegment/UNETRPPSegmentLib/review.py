@@ -187,7 +187,8 @@ def review_segmentation_node(segmentation_node, *, large_fraction: float = 0.1) 
         image = slicer.vtkOrientedImageData()
         segmentation_node.GetBinaryLabelmapRepresentation(segment_id, image)
         array, ijk_to_ras = _oriented_image_to_mask(image)
-        mask = array == segment.GetLabelValue() if array.dtype != bool else array
+        # Slicer gives this segment alone as 0/1; a whole shared layer would hold label values instead.
+        mask = array == segment.GetLabelValue() if array.max(initial=0) > 1 else array != 0
         summaries.append(
             summarize_mask(
                 segment_id,
