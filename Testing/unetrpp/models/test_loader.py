@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import shared_path
 from official_files import (
     nnunet_plans,
     sibling_plans_path,
@@ -22,6 +23,7 @@ from unetrpp.events import Event, StageEvent, WarningEvent
 from unetrpp.models import LoadedModel, load_model, save_model
 from unetrpp.models.loader import load_model_path
 from unetrpp.models.registry import find_card
+from unetrpp.network import build_network
 
 
 def _same_outputs(network: torch.nn.Module, loaded: LoadedModel) -> None:
@@ -141,3 +143,18 @@ def test_registry_name_loads_the_weights_imported_for_it(
     assert loaded.card.labels == synapse.labels
     assert loaded.source is not None and loaded.source.is_relative_to(tmp_path / "home")
     _same_outputs(network, loaded)
+
+
+def test_reference_golden_weights_survive_export_to_unetrpp(tmp_path: Path) -> None:
+    """The reference's own state_dict (strided views, E/F shared) → .unetrpp → the reference's logits."""
+    golden_path = shared_path("fixtures", "unetrpp_official", "small_golden.pt")
+    golden = torch.load(golden_path, map_location="cpu", weights_only=True)
+    network = build_network("synapse", feature_size=2, out_channels=2)
+
+    official = load_model_path(golden_path, card=tiny_card(network, name="golden"))
+    exported = save_model(tmp_path / "golden.unetrpp", official.network, official.card)
+    loaded = load_model(exported)
+
+    with torch.inference_mode():
+        logits = loaded.network(golden["input"])
+    assert torch.allclose(logits, golden["outputs"][0], atol=1e-5, rtol=0)
