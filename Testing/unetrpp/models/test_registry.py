@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import csv
-import json
+import dataclasses
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from conftest import shared_path
 from unetrpp.errors import ModelNotFoundError
 from unetrpp.labels.terminology import structures_for
 from unetrpp.models.cards import ModelCard, NormalizationScheme
-from unetrpp.models.registry import BUNDLED_SCHEME, card_names, find_card, list_cards
+from unetrpp.models.registry import BUNDLED_SCHEME, card_names, card_with_model_file, find_card, list_cards
 from unetrpp.network.config import VARIANTS
 
 OFFICIAL = ("synapse", "acdc", "lung", "tumor")
@@ -100,22 +99,39 @@ def test_demo_card_points_at_the_packaged_model_file():
     assert source.format == "unetrpp" and source.filename == "demo.unetrpp"
 
 
-def test_demo_card_agrees_with_the_shipped_demo_file():
-    import unetrpp
+def test_bundled_card_takes_labels_plans_and_network_from_its_model_file(tmp_path):
+    import torch
+    from unetrpp.models.checkpoint import save_model
+    from unetrpp.network import build_network
 
-    path = Path(unetrpp.__file__).parent / "data" / "models" / "demo.unetrpp"
-    if not path.is_file():
-        pytest.skip(f"{path} is not built yet (written by `unetrpp train` for the demo)")
-    from unetrpp.models.checkpoint import read_metadata
-
-    embedded = ModelCard.from_dict(json.loads(read_metadata(path)["card"]))
-    card = find_card("demo")
-    assert (embedded.label_set, embedded.labels, embedded.variant) == (
-        card.label_set,
-        card.labels,
-        card.variant,
+    torch.manual_seed(0)
+    network = build_network("synapse", patch_size=(16, 32, 32), feature_size=4, out_channels=3)
+    plans = dataclasses.replace(find_card("synapse").plans, patch_size_zyx=(16, 32, 32), num_classes=3)
+    trained = dataclasses.replace(
+        find_card("synapse"),
+        name="phantom-model",
+        labels=((1, "spleen"), (2, "right kidney")),
+        label_set="btcv",
+        network_overrides={"patch_size": [16, 32, 32], "feature_size": 4, "out_channels": 3},
+        patch_size_zyx=(16, 32, 32),
+        plans=plans,
+        notes="validation Dice 0.9",
     )
-    assert embedded.input_channels == card.input_channels and embedded.modality == card.modality
+    path = save_model(tmp_path / "demo.unetrpp", network, trained)
+
+    demo = find_card("demo")
+    merged = card_with_model_file(demo, path)
+    assert (merged.name, merged.title, merged.weights) == (demo.name, demo.title, demo.weights)
+    assert merged.labels == trained.labels and merged.label_set == "btcv"
+    assert merged.plans == plans and merged.patch_size_zyx == (16, 32, 32)
+    assert merged.network_overrides == trained.network_overrides
+    assert merged.notes.endswith("validation Dice 0.9")
+
+
+def test_unreadable_bundled_file_leaves_the_card_unchanged(tmp_path):
+    broken = tmp_path / "demo.unetrpp"
+    broken.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all")
+    assert card_with_model_file(find_card("demo"), broken) == find_card("demo")
 
 
 @pytest.mark.parametrize(

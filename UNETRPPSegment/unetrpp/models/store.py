@@ -22,7 +22,6 @@ import logging
 import os
 import shutil
 import tempfile
-from importlib import resources
 from pathlib import Path
 
 from unetrpp.errors import CheckpointError, DownloadError, ModelNotFoundError, OutputExistsError, UnetrppError
@@ -33,7 +32,7 @@ from unetrpp.models.download import DEFAULT_TIMEOUT_SECONDS, fetch, sha256_of
 from unetrpp.models.home import model_home
 from unetrpp.models.locking import exclusive_lock
 from unetrpp.models.records import RECORD_NAME, WeightsRecord, read_record, utc_now, write_record
-from unetrpp.models.registry import BUNDLED_SCHEME, find_card
+from unetrpp.models.registry import BUNDLED_SCHEME, bundled_file, find_card
 from unetrpp.models.validate import check_weights_file, sniff_format
 
 __all__ = [
@@ -70,7 +69,7 @@ def installed_record(model: str | ModelCard) -> WeightsRecord | None:
     """The record of the installed weights, or None when nothing (valid) is installed."""
     card = _card(model)
     if is_bundled(card):
-        path = _bundled_path(card)
+        path = bundled_file(card)
         if path is None:
             return None
         stat = path.stat()
@@ -90,7 +89,7 @@ def installed_weights(model: str | ModelCard) -> Path | None:
     """
     card = _card(model)
     if is_bundled(card):
-        return _bundled_path(card)
+        return bundled_file(card)
     record = installed_record(card)
     if record is None:
         return None
@@ -152,7 +151,7 @@ def download(
     """
     card = _card(model)
     if is_bundled(card):
-        path = _bundled_path(card)
+        path = bundled_file(card)
         if path is None:
             raise ModelNotFoundError(
                 f"the bundled weights of {card.name!r} are missing from this installation"
@@ -317,13 +316,6 @@ def _require_installed(card: ModelCard) -> Path:
             f"`unetrpp models import FILE --name {card.name}`"
         )
     return path
-
-
-def _bundled_path(card: ModelCard) -> Path | None:
-    relative = card.weights[0].url[len(BUNDLED_SCHEME) :]
-    package, _, inner = relative.partition("/")
-    path = Path(str(resources.files(package).joinpath(inner)))
-    return path if path.is_file() else None
 
 
 def _official_filename(card: ModelCard) -> str:
