@@ -14,7 +14,11 @@ import argparse
 import json
 import sys
 import textwrap
-from typing import TextIO
+from pathlib import Path
+from typing import TYPE_CHECKING, TextIO
+
+if TYPE_CHECKING:
+    from unetrpp.models.cards import ModelCard
 
 __all__ = ["add_parser", "run"]
 
@@ -128,7 +132,7 @@ def _list(out: TextIO, *, as_json: bool) -> int:
     for row in rows:
         if row["path"]:
             print(f"  {row['name']}: {row['path']}", file=out)
-    missing = [str(row["name"]) for row in rows if not row["installed"]]
+    missing = [str(row["name"]) for row in rows if not row["installed"] and not row["bundled"]]
     if missing:
         print(f"Get weights with `unetrpp download NAME` ({', '.join(missing)} not installed).", file=out)
     return 0
@@ -157,9 +161,7 @@ def _show(name: str, out: TextIO, *, as_json: bool) -> int:
         _field("Preprocessing", _describe_plans(card)),
         "Structures:",
         *(f"  {value:>3}  {label}" for value, label in card.labels),
-        _field(
-            "Weights", f"installed at {path}" if path else f"not installed (`unetrpp download {card.name}`)"
-        ),
+        _field("Weights", _weights_status(card, path)),
         *(
             _field("  source", f"{w.url} ({w.format}{', sha256 ' + w.sha256 if w.sha256 else ''})")
             for w in card.weights
@@ -172,6 +174,16 @@ def _show(name: str, out: TextIO, *, as_json: bool) -> int:
         lines.append(_field("Notes", card.notes))
     print("\n".join(lines), file=out)
     return 0
+
+
+def _weights_status(card: ModelCard, path: Path | None) -> str:
+    from unetrpp.models import store
+
+    if path is not None:
+        return f"{'bundled' if store.is_bundled(card) else 'installed'} at {path}"
+    if store.is_bundled(card):
+        return "missing: this installation lacks its bundled file (reinstall unetrpp)"
+    return f"not installed (`unetrpp download {card.name}`)"
 
 
 def _field(label: str, text: str) -> str:
@@ -191,7 +203,7 @@ def _zyx(values: tuple[float, ...] | tuple[int, ...]) -> str:
     return " x ".join(f"{v:.8g}" for v in values)
 
 
-def _describe_plans(card) -> str:
+def _describe_plans(card: ModelCard) -> str:
     plans = card.plans
     if plans is None:
         return "read from the plans shipped with the weights"
