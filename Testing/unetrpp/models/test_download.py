@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+import socket
 import time
 import urllib.request
 
@@ -189,3 +190,17 @@ def test_no_proxy_from_environment_is_honoured(server, payload, tmp_path, monkey
     monkeypatch.setenv("no_proxy", "127.0.0.1")
     url = server.add("/w.model", Route(body=payload))
     assert fetch(url, tmp_path / "w.model").sha256 == _sha(payload)
+
+
+def test_other_http_errors_name_status_and_reason(server, tmp_path):
+    url = server.add("/private.model", Route(kind="status", status=403))
+    with pytest.raises(DownloadError, match=r"127\.0\.0\.1 answered 403 Forbidden"):
+        fetch(url, tmp_path / "w.model")
+
+
+def test_unreachable_host_mentions_network_and_proxy(tmp_path):
+    with socket.socket() as probe:  # a port that was free a moment ago: nothing listens there
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with pytest.raises(DownloadError, match=r"cannot reach 127\.0\.0\.1 .*HTTPS_PROXY"):
+        fetch(f"http://127.0.0.1:{port}/w.model", tmp_path / "w.model", timeout=2)
