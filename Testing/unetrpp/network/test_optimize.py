@@ -1,0 +1,108 @@
+"""optimize_for_inference: a copy that computes what the eval-mode original computes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+from unetrpp.network import build_network
+from unetrpp.network.optimize import (
+    PointwiseConv3d,
+    fold_batch_norms,
+    optimize_for_inference,
+    replace_pointwise_convs,
+)
+
+TINY = {
+    "patch_size": (16, 32, 32),
+    "feature_size": 4,
+    "out_channels": 3,
+    "deep_supervision": False,
+}
+
+
+def _randomise_batch_norm_statistics(network: nn.Module, generator: torch.Generator) -> None:
+    """Fresh BatchNorm is the identity in eval mode (mean 0, var 1, gamma 1, beta 0): give it real work."""
+    with torch.no_grad():
+        for module in network.modules():
+            if isinstance(module, nn.BatchNorm3d):
+                channels = module.num_features
+                module.running_mean.copy_(torch.randn(channels, generator=generator) * 0.5)
+                module.running_var.copy_(torch.rand(channels, generator=generator) * 2 + 0.2)
+                module.weight.copy_(1 + 0.3 * torch.randn(channels, generator=generator))
+                module.bias.copy_(0.3 * torch.randn(channels, generator=generator))
+
+
+def _build(variant: str, **overrides) -> nn.Module:
+    torch.manual_seed(0)
+    network = build_network(variant, **overrides)
+    _randomise_batch_norm_statistics(network, torch.Generator().manual_seed(1))
+    # Layer scale starts at 1e-6, which would hide the attention path from the comparison.
+    with torch.no_grad():
+        for name, parameter in network.named_parameters():
+            if name.endswith("gamma"):
+                parameter.fill_(0.5)
+    return network.eval()
+
+
+def _max_relative_error(expected: torch.Tensor, actual: torch.Tensor) -> float:
+    return float((expected - actual).abs().max() / expected.abs().max())
+
+
+@pytest.mark.parametrize("variant", ["synapse", "acdc", "tumor"], ids=["shared-EF", "conv52", "four-inputs"])
+def test_optimized_tiny_network_equals_original_in_eval_mode(variant):
+    stem_z = {"synapse": 16, "acdc": 8, "tumor": 32}[variant]
+    network = _build(variant, **{**TINY, "patch_size": (stem_z, 32, 32)})
+    optimized = optimize_for_inference(network)
+    generator = torch.Generator().manual_seed(2)
+    image = torch.randn(2, network.config.in_channels, stem_z, 32, 32, generator=generator)
+    with torch.inference_mode():
+        expected, actual = network(image), optimized(image)
+    assert actual.shape == expected.shape
+    assert _max_relative_error(expected, actual) < 1e-4
+    assert not any(isinstance(m, nn.BatchNorm3d) for m in optimized.modules())
+    assert any(isinstance(m, PointwiseConv3d) for m in optimized.modules())
+
+
+def test_original_network_is_left_untouched_and_copy_keeps_config():
+    network = _build("synapse", **TINY)
+    network.train()
+    before = {k: v.clone() for k, v in network.state_dict().items()}
+    optimized = optimize_for_inference(network)
+    assert network.training and not optimized.training
+    assert optimized.config == network.config
+    assert all(torch.equal(before[k], v) for k, v in network.state_dict().items())
+    assert sum(isinstance(m, nn.BatchNorm3d) for m in network.modules()) > 0
+
+
+def test_fold_counts_every_residual_block_norm_and_refuses_training_mode():
+    network = _build("acdc", **{**TINY, "patch_size": (8, 32, 32)})
+    # acdc: conv51 + conv52 per EPA block, two BN each; 4 encoder stages x 3 + 3 decoder stages x 3 blocks.
+    expected = 2 * 2 * (4 * 3 + 3 * 3)
+    network.train()
+    with pytest.raises(ValueError, match="eval mode"):
+        fold_batch_norms(network)
+    network.eval()
+    assert fold_batch_norms(network) == expected
+    assert fold_batch_norms(network) == 0  # nothing left to fold
+
+
+def test_pointwise_conv_equals_conv3d_for_one_and_many_input_channels():
+    generator = torch.Generator().manual_seed(3)
+    for in_channels in (1, 5):
+        conv = nn.Conv3d(in_channels, 7, 1)
+        holder = nn.Sequential(conv)
+        assert replace_pointwise_convs(holder) == 1
+        features = torch.randn(2, in_channels, 3, 4, 5, generator=generator)
+        with torch.inference_mode():
+            assert torch.allclose(holder(features), conv(features), atol=1e-6)
+
+
+@pytest.mark.slow
+def test_optimized_synapse_network_equals_original_on_one_native_tile():
+    network = _build("synapse", deep_supervision=False)
+    optimized = optimize_for_inference(network)
+    tile = torch.randn(1, 1, 64, 128, 128, generator=torch.Generator().manual_seed(4))
+    with torch.inference_mode():
+        expected, actual = network(tile), optimized(tile)
+    assert _max_relative_error(expected, actual) < 1e-4
