@@ -175,7 +175,7 @@ def _transfer(
                 offset, total = 0, _content_length(response)
             first = _read(response, min(_CHUNK_BYTES, 64 * 1024), host, timeout, offset, total)
             if looks_like_html(first if offset == 0 else b"", content_type):
-                page = first + response.read(_MAX_HTML_BYTES)
+                page = first + _read(response, _MAX_HTML_BYTES, host, timeout, len(first), total)
                 confirmation = drive_confirmation_url(page, url)
                 if confirmation is None:
                     raise DownloadError(
