@@ -272,3 +272,48 @@ def test_registry_model_without_installed_weights_is_named_before_reading(tmp_pa
         segment(tmp_path / "not-read.nii.gz", "synapse", options=SegmentOptions(device="cpu"))
     with pytest.raises(ModelNotFoundError, match="synapse"):
         segment(tmp_path / "not-read.nii.gz", "synapes", options=SegmentOptions(device="cpu"))
+
+
+REAL_SCANS = {
+    "ct-nifti-ras": "totalseg_example_ct/example_ct.nii.gz",
+    "ct-dicom-series": "totalseg_example_ct/example_ct_dicom",
+    "ct-dicom-3-slices": "dcmqi_ct3slice/dicom",
+    "mr-abdomen-lps": "totalseg_example_ct/example_mr_sm.nii.gz",
+    "mr-brain-las": "monai_brain_mr_las/anatomical.nii",
+    "mr-prostate-oblique": "monai_prostate_mr_oblique/test_0000_t2_tse_tra_4.nii.gz",
+    "mr-flair-brats": "brats2021_flair_edema/BraTS2021_01646_flair.nii.gz",
+    "mr-dicom-sagittal-decubitus": "dcmqa_mr_decubitus_hfdr_sag",
+}
+
+
+@pytest.mark.parametrize("scan", list(REAL_SCANS), ids=list(REAL_SCANS))
+def test_real_scans_come_back_on_their_own_grid_voxel_for_voxel(scan):
+    from conftest import shared_path
+    from unetrpp.pipeline.io import read_image
+
+    path = shared_path("real_inputs", REAL_SCANS[scan])
+    image = read_image(path)
+    array = sitk.GetArrayFromImage(image).astype(np.float64)
+    centres = (0.0, float(np.percentile(array, 60)) + 0.3, float(np.percentile(array, 95)) + 0.7)
+    oriented = sitk.DICOMOrient(image, "RAS")
+    channel = ChannelNormalization("CT", mean=0.0, sd=1.0, lower_bound=-1e7, upper_bound=1e7)
+    plans = Plans((channel,), tuple(reversed(oriented.GetSpacing())), (16, 64, 64), 3)
+    network = IntensityBandNetwork(centres, plans.patch_size_zyx)
+    network.forward = lambda batch: -((batch - network.centres) ** 2)  # sharp bands: exact 0/1 scores
+    model = LoadedModel(network, _card(plans), plans)
+    options = SegmentOptions(device="cpu", batch_size=8, accumulation="float32")
+    result = segment(path, model, options=options)
+    _assert_same_grid(result.label_map, image)
+    expected = np.argmin(np.abs(array[None] - np.array(centres)[:, None, None, None]), axis=0)
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(result.label_map), expected)
+
+
+def test_gantry_tilted_dicom_is_refused_in_one_line():
+    from conftest import shared_path
+
+    path = shared_path("real_inputs", "dcmqa_ct_gantry_tilt_ge")
+    plans = _plans((3.0, 1.0, 1.0))
+    model = LoadedModel(IntensityBandNetwork(BANDS, plans.patch_size_zyx), _card(plans), plans)
+    with pytest.raises(InputImageError, match="tilt") as raised:
+        segment(path, model, options=SegmentOptions(device="cpu"))
+    assert "\n" not in str(raised.value)

@@ -93,6 +93,14 @@ def test_gaussian_map_is_separable_with_sigma_an_eighth_of_the_patch():
     np.testing.assert_allclose(weights, expected, rtol=1e-5, atol=0)
 
 
+@pytest.mark.parametrize("patch", [(16, 32, 32), (64, 128, 128), (5, 7, 9)], ids=["tiny", "synapse", "odd"])
+def test_gaussian_map_equals_monai_compute_importance_map(patch):
+    from monai.data.utils import compute_importance_map
+
+    expected = compute_importance_map(patch, mode="gaussian", sigma_scale=0.125, device="cpu")
+    torch.testing.assert_close(gaussian_importance_map(patch), expected, atol=0, rtol=1e-6)
+
+
 @pytest.mark.parametrize(
     "shape_zyx",
     [(24, 48, 40), (10, 20, 40)],

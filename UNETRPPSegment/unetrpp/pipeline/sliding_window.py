@@ -161,14 +161,19 @@ def plan_tiles(
 
 @functools.lru_cache(maxsize=8)
 def _cached_importance_map(patch_size_zyx: tuple[int, int, int], sigma_scale: float) -> torch.Tensor:
-    from monai.data.utils import compute_importance_map
-
-    return compute_importance_map(patch_size_zyx, mode="gaussian", sigma_scale=sigma_scale, device="cpu")
+    weights = torch.ones(())
+    for size in patch_size_zyx:
+        offsets = torch.arange(size, dtype=torch.float32) - (size - 1) / 2.0  # centred between voxels
+        along_axis = torch.exp(offsets**2 / (-2.0 * (size * sigma_scale) ** 2))
+        weights = weights.unsqueeze(-1) * along_axis
+    return weights.clamp_(min=max(weights.min().item(), 1e-3))
 
 
 def gaussian_importance_map(patch_size_zyx: Sequence[int], sigma_scale: float = 0.125) -> torch.Tensor:
     """Tile weights (Z, Y, X) float32: a Gaussian centred on the tile, sigma = ``sigma_scale`` x patch,
-    peak 1, never below 1e-3 (so a voxel seen only by tile borders still gets a prediction)."""
+    peak 1 (between the middle voxels for even sizes), never below 1e-3 (so a voxel seen only by tile
+    borders still gets a prediction). The same map as MONAI's ``compute_importance_map(mode="gaussian")``,
+    computed here because importing MONAI alone costs seconds at every CLI start."""
     return _cached_importance_map(tuple(int(p) for p in patch_size_zyx), float(sigma_scale)).clone()
 
 
