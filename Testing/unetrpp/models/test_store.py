@@ -28,6 +28,7 @@ from unetrpp.models import store
 from unetrpp.models.cards import ModelCard, WeightsSource
 from unetrpp.models.checkpoint import load_model_file
 from unetrpp.models.export import export_official
+from unetrpp.models.locking import exclusive_lock
 from unetrpp.models.registry import find_card
 from unetrpp.network import build_network
 
@@ -357,3 +358,25 @@ def test_interrupted_download_resumes_on_the_next_call(server, official_checkpoi
     assert store.download(card).read_bytes() == data
     assert server.requests_for("/w.model")[-1].headers["Range"] == "bytes=2000000-"
     assert not list((home / "models" / "tiny").glob("*.part"))
+
+
+def test_lock_of_a_killed_process_is_released_at_once(tmp_path):
+    lock = tmp_path / ".lock"
+    code = (
+        "import sys, time\n"
+        "from unetrpp.models.locking import exclusive_lock\n"
+        "with exclusive_lock(sys.argv[1]):\n"
+        "    print('locked', flush=True)\n"
+        "    time.sleep(60)\n"
+    )
+    holder = subprocess.Popen([sys.executable, "-c", code, str(lock)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(TimeoutError, match="still locked"), exclusive_lock(lock, timeout_seconds=0.3):
+            pass
+    finally:
+        holder.kill()  # a crash while downloading: no chance to clean up
+        holder.wait(timeout=30)
+        holder.stdout.close()
+    with exclusive_lock(lock, timeout_seconds=5):
+        assert lock.exists()
