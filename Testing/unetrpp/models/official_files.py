@@ -70,10 +70,13 @@ def official_checkpoint_dict(network: torch.nn.Module, *, data_parallel: bool = 
     }
 
 
-def write_official_checkpoint(path: Path, network: torch.nn.Module, *, numpy1_names: bool = False) -> Path:
+def write_official_checkpoint(
+    path: Path, network: torch.nn.Module, *, numpy1_names: bool = False, legacy_format: bool = False
+) -> Path:
     """``torch.save`` an official-like checkpoint; ``numpy1_names`` rewrites the pickle as numpy 1.x
-    writes it (``numpy.core.multiarray`` instead of numpy 2's ``numpy._core.multiarray``)."""
-    torch.save(official_checkpoint_dict(network), path)
+    writes it (``numpy.core.multiarray`` instead of numpy 2's ``numpy._core.multiarray``);
+    ``legacy_format`` writes the pre-1.6 non-zip torch format."""
+    torch.save(official_checkpoint_dict(network), path, _use_new_zipfile_serialization=not legacy_format)
     if numpy1_names:
         _rename_numpy_module(path)
     return path

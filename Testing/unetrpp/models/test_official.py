@@ -43,17 +43,23 @@ def _outputs_equal_after_loading(network: torch.nn.Module, state_dict: dict[str,
         assert torch.equal(a, b)
 
 
-@pytest.mark.parametrize("numpy1_names", [False, True], ids=["numpy2-written", "numpy1-written"])
-def test_official_checkpoint_with_numpy_training_log_loads_strict(tmp_path: Path, numpy1_names: bool) -> None:
+@pytest.mark.parametrize(
+    ("numpy1_names", "legacy_format"),
+    [(False, False), (True, False), (False, True)],
+    ids=["numpy2-written", "numpy1-written", "legacy-torch-format"],
+)
+def test_official_checkpoint_with_numpy_training_log_loads_strict(
+    tmp_path: Path, numpy1_names: bool, legacy_format: bool
+) -> None:
     network = tiny_network("synapse")
-    path = write_official_checkpoint(
-        tmp_path / "model_final_checkpoint.model", network, numpy1_names=numpy1_names
-    )
-    with zipfile.ZipFile(path) as archive:
-        pickled = archive.read(next(n for n in archive.namelist() if n.endswith("data.pkl")))
-    # The file really needs the numpy allow-list, under the spelling of the numpy that wrote it.
-    assert (b"numpy.core.multiarray\nscalar" in pickled) is numpy1_names
-    assert (b"numpy._core.multiarray\nscalar" in pickled) is not numpy1_names
+    path = tmp_path / "model_final_checkpoint.model"
+    write_official_checkpoint(path, network, numpy1_names=numpy1_names, legacy_format=legacy_format)
+    if not legacy_format:
+        with zipfile.ZipFile(path) as archive:
+            pickled = archive.read(next(n for n in archive.namelist() if n.endswith("data.pkl")))
+        # The file really needs the numpy allow-list, under the spelling of the numpy that wrote it.
+        assert (b"numpy.core.multiarray\nscalar" in pickled) is numpy1_names
+        assert (b"numpy._core.multiarray\nscalar" in pickled) is not numpy1_names
 
     state_dict, plans = load_official_checkpoint(path)
 
@@ -108,10 +114,14 @@ PAYLOADS = [pytest.param(_RunsCommand, id="os.system"), pytest.param(_OpensFile,
 
 
 @pytest.mark.parametrize("payload", PAYLOADS)
-def test_model_file_whose_pickle_runs_code_is_refused_and_runs_nothing(tmp_path: Path, payload: type) -> None:
+@pytest.mark.parametrize("zip_format", [True, False], ids=["zip", "legacy"])
+def test_model_file_whose_pickle_runs_code_is_refused_and_runs_nothing(
+    tmp_path: Path, payload: type, zip_format: bool
+) -> None:
     marker = tmp_path / "pwned"
     path = tmp_path / "model_final_checkpoint.model"
-    torch.save({"epoch": 1, "state_dict": {}, "plot_stuff": payload(marker)}, path)
+    checkpoint = {"epoch": 1, "state_dict": {}, "plot_stuff": payload(marker)}
+    torch.save(checkpoint, path, _use_new_zipfile_serialization=zip_format)
 
     with pytest.raises(UnsafeCheckpointError, match="refused to load .*nothing was executed") as info:
         load_official_checkpoint(path)
