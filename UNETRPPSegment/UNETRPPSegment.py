@@ -655,11 +655,14 @@ class UNETRPPSegmentTest(ScriptedLoadableModuleTest):
         import vtk
 
         volume = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "UNETRPP test CT")
-        z, y, x = np.ogrid[:40, :96, :96]
-        array = np.full((40, 96, 96), -1000, dtype=np.int16)
-        array[((y - 48) / 40.0) ** 2 + ((x - 48) / 44.0) ** 2 < 1] = 30  # body
-        array[(((y - 40) / 14.0) ** 2 + ((x - 30) / 16.0) ** 2 + ((z - 20) / 12.0) ** 2) < 1] = 60  # organ
-        slicer.util.updateVolumeFromArray(volume, np.broadcast_to(array, (40, 96, 96)).copy())
+        shape = (40, 96, 96)
+        z, y, x = np.ogrid[: shape[0], : shape[1], : shape[2]]
+        array = np.full(shape, -1000, dtype=np.int16)
+        body = ((y - 48) / 40.0) ** 2 + ((x - 48) / 44.0) ** 2 < 1
+        organ = ((y - 40) / 14.0) ** 2 + ((x - 30) / 16.0) ** 2 + ((z - 20) / 12.0) ** 2 < 1
+        array[np.broadcast_to(body, shape)] = 30
+        array[np.broadcast_to(organ, shape)] = 60
+        slicer.util.updateVolumeFromArray(volume, array)
         matrix = vtk.vtkMatrix4x4()
         angle = math.radians(15)
         spacing = (1.5, 1.5, 3.0)
@@ -682,6 +685,8 @@ class UNETRPPSegmentTest(ScriptedLoadableModuleTest):
             self.skipTest(
                 f"Python packages missing: {logic.missingDependencies()} (install from the module panel)"
             )
+        if not logic.weightsInstalled("demo"):
+            self.skipTest("the bundled demo model (unetrpp/data/models/demo.unetrpp) is not in this build")
         volume, transform = self._syntheticVolume()
         temp_root = Path(tempfile.mkdtemp(prefix="UNETRPPTest-"))
         logic.segmentation.temp_root = temp_root

@@ -233,13 +233,17 @@ class SegmentationJob:
             self._report("importing", _STAGE_SPANS["importing"][0], "Loading the segmentation")
             try:
                 self.segmentation_node = self.logic.import_result(self.output_path, self.request)
-                self.review = review_segmentation_node(self.segmentation_node)
             except (UnetrppError, RuntimeError, OSError) as error:
+                self.runner.finish()
                 self._end(JobStatus.FAILED, str(error))
-            else:
-                self._report("importing", 100.0, "Done")
-                self._end(JobStatus.SUCCEEDED)
+                return False
+            try:
+                self.review = review_segmentation_node(self.segmentation_node)
+            except Exception:  # the review table is a help; a result without it is still a result
+                logger.warning("Could not compute the review of the segmentation", exc_info=True)
             self.runner.finish()
+            self._report("importing", 100.0, "Done")
+            self._end(JobStatus.SUCCEEDED)
         elif state is RunState.FAILED:
             self._end(JobStatus.FAILED, self._with_volume_names(self.runner.error_message))
         elif state is RunState.CANCELLED:
