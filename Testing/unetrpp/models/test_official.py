@@ -182,6 +182,15 @@ def _write_zip_archive(path: Path) -> None:
         archive.writestr("Synapse/model_final_checkpoint.model", b"x")
 
 
+def _write_corrupt_pickle(path: Path) -> None:
+    torch.save({"state_dict": {}}, path)
+    with zipfile.ZipFile(path) as archive:
+        entries = [(info, archive.read(info)) for info in archive.infolist()]
+    with zipfile.ZipFile(path, "w") as archive:
+        for info, data in entries:
+            archive.writestr(info, b"\x80\x02\xff\xfe." if info.filename.endswith("data.pkl") else data)
+
+
 def _write_without_state_dict(path: Path) -> None:
     torch.save({"epoch": 3, "plot_stuff": ([np.float64(1.0)],)}, path)
 
@@ -198,6 +207,7 @@ def _write_non_tensor_entry(path: Path) -> None:
         pytest.param(_write_text, "not a PyTorch checkpoint", id="text-file"),
         pytest.param(lambda p: p.write_bytes(b""), "is empty", id="empty"),
         pytest.param(_write_truncated, "truncated", id="truncated"),
+        pytest.param(_write_corrupt_pickle, "truncated or corrupt", id="corrupt-pickle"),
         pytest.param(_write_zip_archive, "zip archive, not a PyTorch checkpoint; extract", id="zip-archive"),
         pytest.param(
             _write_without_state_dict, "no 'state_dict' (found: epoch, plot_stuff)", id="no-state-dict"

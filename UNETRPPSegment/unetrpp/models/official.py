@@ -42,8 +42,9 @@ logger = logging.getLogger(__name__)
 _DATA_PARALLEL_PREFIX = "module."
 _POS_EMBED_KEY = "unetr_pp_encoder.stages.0.0.pos_embed"
 _HEAD_KEY = "out1.conv.conv.weight"
-# torch's weights-only unpickler starts every refusal with this.
-_REFUSAL_MARKER = "Weights only load failed"
+# How torch's weights-only unpickler words a refusal of a non-allow-listed object (other failures of
+# that unpickler, such as an unknown opcode, mean a damaged file).
+_REFUSAL_MARKERS = ("GLOBAL", "Can only build", "Can only create new object", "call reduce")
 
 
 def official_key(key: str) -> str | None:
@@ -94,7 +95,7 @@ def _torch_load(path: Path, is_zip: bool) -> Any:
             return torch.load(path, map_location="cpu", weights_only=True, mmap=is_zip)
     except pickle.UnpicklingError as e:
         message = str(e)
-        if _REFUSAL_MARKER in message:
+        if any(marker in message for marker in _REFUSAL_MARKERS):
             name = _refused_global(message)
             what = (
                 f"asks to run '{name}', which is not plain data"
@@ -104,9 +105,9 @@ def _torch_load(path: Path, is_zip: bool) -> Any:
             raise UnsafeCheckpointError(
                 f"refused to load {path}: it {what} (a tampered or foreign file; nothing was executed)"
             ) from e
-        raise CheckpointError(
-            f"{path} is not a readable PyTorch checkpoint: {message.splitlines()[0]}"
-        ) from e
+        lines = message.splitlines() or [type(e).__name__]
+        reason = next((line for line in lines if "error:" in line), lines[0])
+        raise CheckpointError(f"{path} is truncated or corrupt ({reason.strip()}); download it again") from e
     except (RuntimeError, EOFError, ValueError, OSError, KeyError, AttributeError, TypeError) as e:
         first_line = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise CheckpointError(f"{path} is truncated or corrupt ({first_line}); download it again") from e
