@@ -325,7 +325,6 @@ def _leftovers(logic: SegmentationLogic) -> list[Path]:
     return sorted(logic.temp_root.rglob("*")) if logic.temp_root.exists() else []
 
 
-@pytest.mark.slow
 def test_oblique_volume_under_transform_is_segmented_by_a_real_child(slicer_app, tiny_model, child_logic):
     from unetrpp.events import ProgressEvent, ResultEvent
     from unetrpp.labels.terminology import structures_for
@@ -385,7 +384,6 @@ def test_oblique_volume_under_transform_is_segmented_by_a_real_child(slicer_app,
     assert _leftovers(child_logic) == []
 
 
-@pytest.mark.slow
 def test_cancel_during_inference_kills_tree_and_leaves_nothing(slicer_app, tiny_model, child_logic):
     from unetrpp.events import ProgressEvent
 
@@ -418,7 +416,6 @@ def test_cancel_during_inference_kills_tree_and_leaves_nothing(slicer_app, tiny_
     assert _leftovers(child_logic) == []
 
 
-@pytest.mark.slow
 def test_failing_child_surfaces_its_one_line_error(slicer_app, tiny_model, child_logic):
     array = _ct_like().astype(np.float32)
     array[3, 4, 5] = np.nan
@@ -432,4 +429,37 @@ def test_failing_child_surfaces_its_one_line_error(slicer_app, tiny_model, child
     assert "\n" not in message and "NaN" in message
     assert "volume 'Broken CT'" in message and "input_0.nrrd" not in message
     assert slicer_app.scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode") == nodes_before
+    assert _leftovers(child_logic) == []
+
+
+def test_rerun_into_the_users_segmentation_replaces_only_when_confirmed(slicer_app, tiny_model, child_logic):
+    import slicer
+
+    volume, _ = _add_volume(slicer_app.scene, _ct_like())
+    mine = slicer_app.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "my contours")
+    mine.SetReferenceImageGeometryParameterFromVolumeNode(volume)
+    segment_id = mine.GetSegmentation().AddEmptySegment("", "my tumour", (1.0, 1.0, 0.0))
+    painted = np.zeros(_SHAPE_ZYX, np.uint8)
+    painted[2:4, 5:8, 6:9] = 1
+    slicer.util.updateSegmentBinaryLabelmapFromArray(painted, mine, segment_id, volume)
+
+    kept = child_logic.start(
+        SegmentationRequest([volume], str(tiny_model), device="cpu", output_segmentation=mine),
+        wait_for_completion=True,
+    )
+    assert kept.segmentation_node is not mine
+    assert mine.GetSegmentation().GetNumberOfSegments() == 1
+    np.testing.assert_array_equal(_segment_array(mine, segment_id, volume), painted)
+
+    replaced = child_logic.start(
+        SegmentationRequest(
+            [volume], str(tiny_model), device="cpu", output_segmentation=mine, replace_confirmed=True
+        ),
+        wait_for_completion=True,
+    )
+    assert replaced.segmentation_node is mine
+    names = [mine.GetSegmentation().GetNthSegment(i).GetName() for i in range(13)]
+    assert "my tumour" not in names and names == [s.name for s in replaced.review]
+    assert [s.voxel_count for s in replaced.review] == [s.voxel_count for s in kept.review]
+    assert slicer_app.scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode") == 2
     assert _leftovers(child_logic) == []

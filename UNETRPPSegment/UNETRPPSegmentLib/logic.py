@@ -208,9 +208,8 @@ class SegmentationJob:
         """Turn a child event into a :class:`Progress` callback (percent never decreases)."""
         if isinstance(event, ProgressEvent):
             start, end = _STAGE_SPANS.get(event.stage, (self._percent, self._percent))
-            self._report(event.stage, start + (end - start) * min(max(event.fraction, 0.0), 1.0), "")
-            if event.eta_seconds is not None:
-                self._report(event.stage, self._percent, "", event.eta_seconds)
+            fraction = min(max(event.fraction, 0.0), 1.0)
+            self._report(event.stage, start + (end - start) * fraction, "", event.eta_seconds)
         elif isinstance(event, StageEvent):
             start, _ = _STAGE_SPANS.get(event.stage, (self._percent, self._percent))
             self._report(event.stage, start, event.message)
