@@ -9,6 +9,7 @@ Conventions (as in the BTCV / Synapse evaluations the paper reports):
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -68,13 +69,15 @@ def hd95_per_label(
         elif has_prediction != has_truth:
             result.append((int(value), math.inf))
         else:
-            distance = compute_hausdorff_distance(
-                predicted.float(),
-                expected.float(),
-                include_background=True,
-                percentile=95,
-                spacing=[float(s) for s in spacing_zyx],
-            )
+            with warnings.catch_warnings():  # MONAI 1.5+ warns about its own internal argument use
+                warnings.simplefilter("ignore", FutureWarning)
+                distance = compute_hausdorff_distance(
+                    predicted.float(),
+                    expected.float(),
+                    include_background=True,
+                    percentile=95,
+                    spacing=[float(s) for s in spacing_zyx],
+                )
             result.append((int(value), float(distance.item())))
     return tuple(result)
 
