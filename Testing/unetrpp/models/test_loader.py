@@ -158,3 +158,23 @@ def test_reference_golden_weights_survive_export_to_unetrpp(tmp_path: Path) -> N
     with torch.inference_mode():
         logits = loaded.network(golden["input"])
     assert torch.allclose(logits, golden["outputs"][0], atol=1e-5, rtol=0)
+
+
+def test_a_fold_folder_loads_its_one_model_file(tmp_path: Path) -> None:
+    network = tiny_network("synapse")
+    fold = tmp_path / "fold_0"
+    fold.mkdir()
+    write_official_checkpoint(fold / "model_final_checkpoint.model", network)
+    write_official_checkpoint(fold / "model_best.model", tiny_network("synapse", out_channels=5))
+    write_official_plans(
+        sibling_plans_path(fold / "model_final_checkpoint.model"), nnunet_plans(num_foreground=2)
+    )
+
+    loaded = load_model_path(fold, card=tiny_card(network))
+
+    assert loaded.source == fold / "model_final_checkpoint.model"
+    _same_outputs(network, loaded)
+    save_model(fold / "a.unetrpp", network, tiny_card(network))
+    save_model(fold / "b.unetrpp", network, tiny_card(network))
+    with pytest.raises(ModelNotFoundError, match="exactly one model file \\(a.unetrpp, b.unetrpp\\)"):
+        load_model(fold)

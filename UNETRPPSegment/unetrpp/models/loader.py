@@ -31,6 +31,8 @@ __all__ = ["LoadedModel", "load_model", "load_model_path"]
 logger = logging.getLogger(__name__)
 
 _PATH_SUFFIXES = (".unetrpp", ".model", ".pt", ".pth", ".safetensors")
+# Official checkpoint names in an nnU-Net v1 fold folder, in order of preference.
+_OFFICIAL_NAMES = ("model_final_checkpoint.model", "model_best.model")
 
 
 @dataclass(frozen=True)
@@ -105,20 +107,34 @@ def _load_official(path: Path, card: ModelCard | None, on_event: EventCallback |
     return LoadedModel(network=network, card=dataclasses.replace(card, plans=plans), plans=plans, source=path)
 
 
+def _model_file(path: Path) -> Path:
+    """``path`` itself, or the one model file inside a folder (an nnU-Net ``fold_0`` folder, say)."""
+    if path.is_file():
+        return path
+    if not path.is_dir():
+        raise ModelNotFoundError(f"model file {path} does not exist")
+    candidates = (
+        sorted(path.glob("*.unetrpp"))
+        or [path / name for name in _OFFICIAL_NAMES if (path / name).is_file()][:1]
+    )
+    if len(candidates) != 1:
+        found = ", ".join(c.name for c in candidates) or f"no .unetrpp or {_OFFICIAL_NAMES[0]}"
+        raise ModelNotFoundError(f"folder {path} must hold exactly one model file ({found}); name the file")
+    return candidates[0]
+
+
 def load_model_path(
     path: str | Path, *, card: ModelCard | None = None, on_event: EventCallback | None = None
 ) -> LoadedModel:
     """Load a weights file, recognised by content: ``.unetrpp`` (safetensors) or an official checkpoint.
 
     Args:
-        path: the file.
+        path: the file, or a folder holding one ``.unetrpp`` file or ``model_final_checkpoint.model``.
         card: the registry card the file was installed for; None reads it from the file
             (``.unetrpp``) or picks it by the variant the official weights belong to.
         on_event: receives a stage event and warnings.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise ModelNotFoundError(f"model file {path} does not exist")
+    path = _model_file(Path(path))
     emit(on_event, StageEvent("load_model", f"Loading {path.name}"))
     if _is_safetensors(path):
         from unetrpp.models.checkpoint import load_model_file
@@ -128,7 +144,7 @@ def load_model_path(
 
 
 def _looks_like_path(name: str) -> bool:
-    return "/" in name or "\\" in name or name.lower().endswith(_PATH_SUFFIXES) or Path(name).is_file()
+    return "/" in name or "\\" in name or name.lower().endswith(_PATH_SUFFIXES) or Path(name).exists()
 
 
 def load_model(
