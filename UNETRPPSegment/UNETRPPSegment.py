@@ -7,8 +7,6 @@ only connects the panel to them. No model math here.
 
 from __future__ import annotations
 
-import importlib.util
-import logging
 import math
 import os
 import tempfile
@@ -24,6 +22,7 @@ from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModuleWidget,
 )
 from slicer.util import VTKObservationMixin
+from UNETRPPSegmentLib import dependencies
 from UNETRPPSegmentLib.logic import (
     Device,
     JobStatus,
@@ -40,10 +39,6 @@ try:
 except ImportError:  # Slicer < 5.2: the panel works, its state is just not saved with the scene
     parameterNodeWrapper = None
 
-MODULE_DIR = Path(__file__).resolve().parent
-REQUIREMENTS_FILE = MODULE_DIR / "Resources" / "requirements.txt"
-# Import names of what the child process needs besides Slicer's own Python packages.
-REQUIRED_IMPORTS = ("torch", "monai", "scipy", "platformdirs", "safetensors", "tqdm", "slicerio")
 SETTINGS_TIMING_KEY = "UNETRPPSegment/LastRunSeconds"
 
 
@@ -585,44 +580,15 @@ class UNETRPPSegmentLogic(ScriptedLoadableModuleLogic):
 
     @staticmethod
     def missingDependencies() -> list:
-        return [name for name in REQUIRED_IMPORTS if importlib.util.find_spec(name) is None]
+        return dependencies.missing_imports()
 
     @staticmethod
     def installDependencies() -> None:
-        """PyTorch through the PyTorch extension (right CUDA/CPU build), the rest from requirements.txt,
-        never replacing Slicer's SimpleITK or the torch just installed."""
-        if importlib.util.find_spec("torch") is None:
-            try:
-                import PyTorchUtils
-            except ImportError as error:
-                raise RuntimeError(
-                    "UNETR++ needs the PyTorch extension: install 'PyTorch' from the Extensions Manager, "
-                    "restart Slicer and try again"
-                ) from error
-            torchLogic = PyTorchUtils.PyTorchUtilsLogic()
-            if not torchLogic.torchInstalled():
-                torch = torchLogic.installTorch(askConfirmation=False, torchVersionRequirement=">=2.2")
-                if torch is None:
-                    raise RuntimeError("PyTorch could not be installed; see the Python console for details")
-        if importlib.util.find_spec("slicer.pydeps") is not None:  # Slicer >= 5.11
-            import slicer.pydeps
-
-            requirements = slicer.pydeps.load_requirements(str(REQUIREMENTS_FILE))
-            slicer.pydeps.pip_ensure(requirements, skip_packages=["SimpleITK", "torch"], requester="UNETRPP")
-        else:
-            slicer.util.pip_install(["-r", str(REQUIREMENTS_FILE)])
+        dependencies.install()
 
     @staticmethod
     def weightsInstalled(model: str) -> bool:
-        try:
-            from unetrpp.models.store import installed_weights
-
-            return installed_weights(model) is not None
-        except ImportError:  # a dependency of the store is not installed yet
-            return False
-        except Exception as error:  # an unreadable cache must not break the panel
-            logging.warning("Could not check the weights of %s: %s", model, error)
-            return False
+        return dependencies.weights_installed(model)
 
     @staticmethod
     def cudaLikelyAvailable() -> bool:
