@@ -1,0 +1,553 @@
+"""Time and compare UNETR++ CT segmentation: the reference way against this project's pipeline.
+
+One run, one synthetic CT-like volume (512x512x150 voxels at 0.76x0.76x3 mm: a body outline with air
+around it, soft tissue, organs, bone and lung), the synapse network with random but seeded weights,
+and three configurations, each in a fresh subprocess so that peak memory is its own:
+
+* ``reference``: the reference way: nnU-Net v1 style preprocessing (resample every slice in-plane to
+  (3.0, 0.758, 0.758) mm with cubic splines, CT clip + z-score), MONAI ``sliding_window_inference`` in
+  float32 (overlap 0.5, Gaussian weights), softmax of the whole volume, every class resampled back
+  (linear in-plane), argmax, NIfTI written;
+* ``default``: ``unetrpp.segment`` with its default options;
+* ``fast``: ``unetrpp.segment`` with the fast settings (bf16 autocast, batched tiles) on the network
+  from ``unetrpp.network.optimize.optimize_for_inference``.
+
+Reported per configuration: wall seconds per stage (read, preprocess, inference, resample back,
+write), process CPU seconds, peak resident memory, tiles run through the network and the network's
+achieved GFLOP/s against fp32 and bf16 2048^2 matrix-product peaks measured in the same run; and the
+voxel agreement and per-label Dice of ``default`` and ``fast`` against ``reference``. A table is
+printed and written into ``benchmarks/RESULTS.md`` (between the generated-section markers; text
+outside them is kept)::
+
+    python benchmarks/bench_segment.py            # full size: several minutes on 2 cores
+    python benchmarks/bench_segment.py --quick    # small volume and network: a smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+CONFIGS = ("reference", "default", "fast")
+STAGES = ("read", "preprocess", "inference", "resample", "write")
+SEED = 20240601
+GENERATED_START = "<!-- bench_segment.py: generated section start -->"
+GENERATED_END = "<!-- bench_segment.py: generated section end -->"
+FAST_BATCH_SIZE = 2  # tiles per forward pass in the fast configuration
+
+
+@dataclass(frozen=True)
+class BenchSize:
+    """Volume and network of a run. ``patch_size``/``feature_size`` None: the synapse defaults."""
+
+    name: str
+    shape_zyx: tuple[int, int, int]
+    spacing_zyx: tuple[float, float, float]
+    patch_size: tuple[int, int, int] | None = None
+    feature_size: int | None = None
+    matmul_size: int = 2048
+
+    def network_overrides(self) -> dict:
+        overrides: dict = {"deep_supervision": False}
+        if self.patch_size is not None:
+            overrides["patch_size"] = self.patch_size
+        if self.feature_size is not None:
+            overrides["feature_size"] = self.feature_size
+        return overrides
+
+
+FULL = BenchSize("full", (150, 512, 512), (3.0, 0.76, 0.76))
+QUICK = BenchSize("quick", (12, 64, 80), (3.0, 0.76, 0.76), (16, 64, 64), 4, 256)
+
+
+# --------------------------------------------------------------------------------------------------
+# Synthetic CT
+
+
+def make_ct_volume(size: BenchSize, seed: int = SEED) -> np.ndarray:
+    """(Z, Y, X) int16 Hounsfield units: air (-1000 with noise) around an elliptical body with fat,
+    muscle, liver, spleen, kidneys, aorta, spine and, in the upper slices, lungs."""
+    rng = np.random.default_rng(seed)
+    depth, height, width = size.shape_zyx
+    y = (np.arange(height) - height / 2)[:, None] / (height / 2)
+    x = (np.arange(width) - width / 2)[None, :] / (width / 2)
+    volume = np.empty(size.shape_zyx, dtype=np.int16)
+
+    def ellipse(cy: float, cx: float, ry: float, rx: float) -> np.ndarray:
+        return ((y - cy) / ry) ** 2 + ((x - cx) / rx) ** 2 <= 1.0
+
+    for z in range(depth):
+        t = z / max(depth - 1, 1)  # 0 at the feet end, 1 at the head end
+        body_ry, body_rx = 0.55 + 0.05 * np.sin(3 * t), 0.80 + 0.05 * np.cos(2 * t)
+        slice_hu = np.full((height, width), -1000.0)
+        body = ellipse(0.05, 0.0, body_ry, body_rx)
+        slice_hu[body] = -100.0  # subcutaneous fat
+        slice_hu[ellipse(0.05, 0.0, body_ry - 0.08, body_rx - 0.08)] = 40.0  # muscle / soft tissue
+        if t > 0.7:  # lungs in the upper slices
+            slice_hu[ellipse(0.0, -0.35, 0.35, 0.25)] = -850.0
+            slice_hu[ellipse(0.0, 0.35, 0.35, 0.25)] = -850.0
+        if 0.35 < t < 0.85:
+            slice_hu[ellipse(-0.05, -0.35, 0.30 * (1 - abs(t - 0.6)), 0.30)] = 60.0  # liver (image left)
+            slice_hu[ellipse(0.05, 0.45, 0.15, 0.12)] = 50.0  # spleen
+        if 0.2 < t < 0.55:
+            slice_hu[ellipse(0.30, -0.25, 0.12, 0.08)] = 150.0  # kidneys (contrast)
+            slice_hu[ellipse(0.30, 0.25, 0.12, 0.08)] = 150.0
+        slice_hu[ellipse(0.15, 0.05, 0.06, 0.05)] = 200.0  # aorta
+        slice_hu[ellipse(0.40, 0.0, 0.10, 0.08)] = 700.0  # vertebral body
+        slice_hu += rng.normal(0.0, 15.0, size=(height, width))
+        volume[z] = np.clip(np.round(slice_hu), -1024, 3071).astype(np.int16)
+    return volume
+
+
+def write_ct_image(path: Path, size: BenchSize) -> np.ndarray:
+    """Write the synthetic CT as an uncompressed NRRD in RAS orientation; return its body mask."""
+    import SimpleITK as sitk
+
+    volume = make_ct_volume(size)
+    image = sitk.GetImageFromArray(volume)
+    image.SetSpacing(tuple(reversed(size.spacing_zyx)))
+    image.SetOrigin((200.0, 180.0, -300.0))
+    # RAS storage (i towards right, j towards anterior): the synapse card's orientation, so that both
+    # pipelines hand the network the same array (the reference ignores orientation, as nnU-Net v1).
+    image.SetDirection((-1.0, 0.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0, 1.0))
+    sitk.WriteImage(image, str(path), useCompression=False)
+    return volume > -500
+
+
+# --------------------------------------------------------------------------------------------------
+# Worker: one configuration in its own process
+
+
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _build_network(size: BenchSize):
+    import torch
+    from unetrpp.network import build_network
+
+    torch.manual_seed(SEED)
+    return build_network("synapse", **size.network_overrides()).eval()
+
+
+def _resize_slices(volume: np.ndarray, shape_yx: tuple[int, int], order: int) -> np.ndarray:
+    """nnU-Net v1 anisotropic resampling: every z slice resized in-plane (float64 inside)."""
+    from skimage.transform import resize
+
+    out = np.empty((volume.shape[0], *shape_yx), dtype=np.float32)
+    for z in range(volume.shape[0]):
+        out[z] = resize(volume[z].astype(np.float64), shape_yx, order=order, mode="edge", anti_aliasing=False)
+    return out
+
+
+def _nearest_z(volume: np.ndarray, depth: int) -> np.ndarray:
+    if volume.shape[0] == depth:
+        return volume
+    index = np.clip(
+        np.round((np.arange(depth) + 0.5) * volume.shape[0] / depth - 0.5), 0, volume.shape[0] - 1
+    )
+    return volume[index.astype(int)]
+
+
+def _run_reference(network, plans, image_path: Path, out_dir: Path) -> tuple[dict, np.ndarray]:
+    """The reference way; returns (wall seconds per stage, label map (Z, Y, X) uint8)."""
+    import SimpleITK as sitk
+    import torch
+    from monai.inferers import sliding_window_inference
+
+    seconds: dict[str, float] = {}
+    start = time.perf_counter()
+    image = sitk.ReadImage(str(image_path))
+    array = sitk.GetArrayFromImage(image).astype(np.float32)
+    seconds["read"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    spacing_zyx = np.array(tuple(reversed(image.GetSpacing())))
+    target = np.array(plans.target_spacing_zyx)
+    new_shape = tuple(int(n) for n in np.round(spacing_zyx / target * array.shape))
+    data = _nearest_z(_resize_slices(array, new_shape[1:], order=3), new_shape[0])
+    normalization = plans.channels[0]
+    np.clip(data, normalization.lower_bound, normalization.upper_bound, out=data)
+    data = (data - normalization.mean) / normalization.sd
+    seconds["preprocess"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    with torch.inference_mode():
+        logits = sliding_window_inference(
+            torch.from_numpy(data)[None, None],
+            roi_size=network.config.patch_size,
+            sw_batch_size=1,
+            predictor=network,
+            overlap=0.5,
+            mode="gaussian",
+            sigma_scale=0.125,
+        )[0]
+        probabilities = torch.softmax(logits, dim=0).numpy()
+        del logits
+    seconds["inference"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    restored = np.stack(
+        [
+            _nearest_z(_resize_slices(channel, array.shape[1:], order=1), array.shape[0])
+            for channel in probabilities
+        ]
+    )
+    del probabilities
+    label_map = np.argmax(restored, axis=0).astype(np.uint8)
+    del restored
+    seconds["resample"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    label_image = sitk.GetImageFromArray(label_map)
+    label_image.CopyInformation(image)
+    sitk.WriteImage(label_image, str(out_dir / "reference_labels.nii.gz"), useCompression=True)
+    seconds["write"] = time.perf_counter() - start
+    return seconds, label_map
+
+
+def _run_pipeline(
+    config: str, network, card, plans, image_path: Path, out_dir: Path
+) -> tuple[dict, np.ndarray]:
+    """``unetrpp.segment`` with default or fast options; returns (wall seconds per stage, label map)."""
+    import SimpleITK as sitk
+    from unetrpp.models.loader import LoadedModel
+    from unetrpp.pipeline.predictor import SegmentOptions, segment
+    from unetrpp.pipeline.sliding_window import Precision
+
+    if config == "fast":
+        from unetrpp.network.optimize import optimize_for_inference
+
+        network = optimize_for_inference(network)
+        options = SegmentOptions(device="cpu", precision=Precision.BF16, batch_size=FAST_BATCH_SIZE)
+    else:
+        options = SegmentOptions(device="cpu")
+    model = LoadedModel(network=network, card=card, plans=plans)
+    output = out_dir / f"{config}_labels.seg.nrrd"
+    if output.exists():
+        output.unlink()
+    result = segment(str(image_path), model, output, options)
+    return dict(result.stage_seconds), sitk.GetArrayFromImage(result.label_map).astype(np.uint8)
+
+
+def run_worker(config: str, size: BenchSize, work_dir: Path) -> dict:
+    """Run one configuration in this process; write ``CONFIG.json`` and ``CONFIG_labels.npy``."""
+    import dataclasses
+
+    import psutil
+    import torch
+    from unetrpp.models.registry import find_card
+
+    card = find_card("synapse")
+    plans = dataclasses.replace(card.plans, patch_size_zyx=size.patch_size or card.plans.patch_size_zyx)
+    card = dataclasses.replace(card, plans=plans, patch_size_zyx=plans.patch_size_zyx)
+    network = _build_network(size)
+    tiles = [0]
+
+    def count_tiles(module, args) -> None:
+        tiles[0] += int(args[0].shape[0])
+
+    network.register_forward_pre_hook(count_tiles)  # deep copies (optimize_for_inference) keep it
+    baseline_rss = psutil.Process().memory_info().rss
+    load_before = os.getloadavg()
+    started, cpu_started = time.perf_counter(), _cpu_seconds()
+    if config == "reference":
+        seconds, label_map = _run_reference(network, plans, work_dir / "ct.nrrd", work_dir)
+    else:
+        seconds, label_map = _run_pipeline(config, network, card, plans, work_dir / "ct.nrrd", work_dir)
+    total = time.perf_counter() - started
+    cpu = _cpu_seconds() - cpu_started
+    np.save(work_dir / f"{config}_labels.npy", label_map)
+    result = {
+        "config": config,
+        "size": size.name,
+        "stage_seconds": {k: float(seconds.get(k, 0.0)) for k in STAGES},
+        "total_seconds": total,
+        "cpu_seconds": cpu,
+        "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "baseline_rss_bytes": baseline_rss,
+        "tiles_run": tiles[0],
+        "threads": torch.get_num_threads(),
+        "load_average_before": load_before,
+        "load_average_after": os.getloadavg(),
+        "finished_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
+    }
+    (work_dir / f"{config}.json").write_text(json.dumps(result, indent=2))
+    return result
+
+
+# --------------------------------------------------------------------------------------------------
+# Main process: machine, peaks, complexity, workers, comparison, report
+
+
+def matmul_peaks(size: int, repeats: int = 5) -> dict[str, float]:
+    """Best-of-``repeats`` GFLOP/s of a size^2 matrix product in float32 and bfloat16."""
+    import torch
+
+    peaks = {}
+    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+        a @ b
+        best = float("inf")
+        for _ in range(repeats):
+            start = time.perf_counter()
+            a @ b
+            best = min(best, time.perf_counter() - start)
+        peaks[name] = 2 * size**3 / best / 1e9
+    return peaks
+
+
+def network_complexity(size: BenchSize, variants: bool) -> dict:
+    """Parameters and multiply-adds (FLOPs / 2, FlopCounterMode, on the meta device: no arithmetic)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+    from unetrpp.network import VARIANTS, build_network
+
+    def count(variant: str, **overrides) -> dict:
+        with torch.device("meta"):
+            network = build_network(variant, **overrides).eval()
+            config = network.config
+            with FlopCounterMode(display=False) as counter:
+                network(torch.zeros(1, config.in_channels, *config.patch_size))
+        return {
+            "parameters": sum(p.numel() for p in network.parameters()),
+            "multiply_adds": counter.get_total_flops() // 2,
+            "patch_size": list(config.patch_size),
+        }
+
+    result = {"bench_network": count("synapse", **size.network_overrides())}
+    if variants:
+        result["variants"] = {name: count(name) for name in VARIANTS}
+    return result
+
+
+def machine_description() -> dict:
+    import torch
+
+    model = "unknown"
+    with open("/proc/cpuinfo") as cpuinfo:
+        for line in cpuinfo:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    flags = Path("/proc/cpuinfo").read_text().split("flags", 1)[-1].split("\n", 1)[0]
+    return {
+        "cpu": model,
+        "logical_cpus": os.cpu_count(),
+        "bf16_instructions": [f for f in ("avx512_bf16", "amx_bf16") if f in flags.split()],
+        "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1e9, 1),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+    }
+
+
+def compare(reference: np.ndarray, other: np.ndarray, body: np.ndarray, num_classes: int) -> dict:
+    """Voxel agreement (whole volume and inside the body) and Dice per label present in either."""
+    same = reference == other
+    dice = {}
+    for label in range(1, num_classes):
+        in_reference, in_other = reference == label, other == label
+        total = int(in_reference.sum()) + int(in_other.sum())
+        if total:
+            dice[label] = 2.0 * int((in_reference & in_other).sum()) / total
+    return {
+        "agreement": float(same.mean()),
+        "agreement_in_body": float(same[body].mean()),
+        "dice": dice,
+        "reference_voxels": {int(k): int(v) for k, v in zip(*np.unique(reference, return_counts=True))},
+    }
+
+
+def _worker_command(config: str, args: argparse.Namespace, work_dir: Path) -> list[str]:
+    command = [sys.executable, str(Path(__file__).resolve()), "--worker", config, "--work-dir", str(work_dir)]
+    if args.quick:
+        command.append("--quick")
+    return command
+
+
+def _format_report(report: dict) -> str:
+    machine, peaks, runs = report["machine"], report["matmul_gflops"], report["runs"]
+    lines = [
+        f"Run {report['started_utc']} UTC, size `{report['size']}`: volume {report['volume']}, "
+        f"{report['tiles_note']}.",
+        "",
+        f"Machine: {machine['cpu']}, {machine['logical_cpus']} logical CPUs "
+        f"(bf16 instructions: {', '.join(machine['bf16_instructions']) or 'none'}), "
+        f"{machine['memory_gb']} GB RAM, "
+        f"torch {machine['torch']} ({machine['torch_threads']} threads), Python {machine['python']}. "
+        f"Load average at start {report['load_average_start']:.1f}: the CPU was shared with other jobs, "
+        "so compare configurations by their ratios within this run.",
+        "",
+        f"Matrix-product peak ({report['matmul_size']}^2): fp32 {peaks['fp32']:.0f} GFLOP/s, "
+        f"bf16 {peaks['bf16']:.0f} GFLOP/s.",
+        "",
+        "| configuration | " + " | ".join(STAGES) + " | total s | speed-up | CPU s | peak RSS GB "
+        "| tiles run | network GFLOP/s | % of fp32 / bf16 peak |",
+        "|---|" + "---:|" * (len(STAGES) + 8),
+    ]
+    reference_total = runs.get("reference", {}).get("total_seconds")
+    macs = report["complexity"]["bench_network"]["multiply_adds"]
+    for config in CONFIGS:
+        run = runs.get(config)
+        if run is None:
+            continue
+        gflops = 2 * macs * run["tiles_run"] / max(run["stage_seconds"]["inference"], 1e-9) / 1e9
+        speedup = f"{reference_total / run['total_seconds']:.2f}x" if reference_total else "-"
+        lines.append(
+            f"| {config} | "
+            + " | ".join(f"{run['stage_seconds'][s]:.1f}" for s in STAGES)
+            + f" | {run['total_seconds']:.1f} | {speedup} | {run['cpu_seconds']:.0f} "
+            f"| {run['peak_rss_bytes'] / 1e9:.2f} | {run['tiles_run']} | {gflops:.0f} "
+            f"| {100 * gflops / peaks['fp32']:.0f}% / {100 * gflops / peaks['bf16']:.0f}% |"
+        )
+    if report["agreement"]:
+        lines += [
+            "",
+            "Against `reference` (labels 1-13; Dice over labels present in either map; random weights, so "
+            "labels are arbitrary regions, not organs):",
+            "",
+            "| configuration | voxel agreement | agreement in body | min Dice (label) "
+            "| labels with Dice < 0.99 |",
+            "|---|---:|---:|---:|---|",
+        ]
+        for config, agreement in report["agreement"].items():
+            dice = agreement["dice"]
+            worst = min(dice, key=dice.get) if dice else None
+            low = ", ".join(f"{k}: {v:.3f}" for k, v in sorted(dice.items()) if v < 0.99) or "none"
+            worst_text = f"{dice[worst]:.4f} ({worst})" if worst is not None else "-"
+            lines.append(
+                f"| {config} | {100 * agreement['agreement']:.3f}% "
+                f"| {100 * agreement['agreement_in_body']:.3f}% "
+                f"| {worst_text} | {low} |"
+            )
+    complexity = report["complexity"]
+    bench = complexity["bench_network"]
+    lines += [
+        "",
+        f"Benchmark network: {bench['parameters']:,} parameters, {bench['multiply_adds'] / 1e9:.2f} G "
+        f"multiply-adds per {'x'.join(map(str, bench['patch_size']))} tile (deep supervision off).",
+    ]
+    if "variants" in complexity:
+        lines += [
+            "",
+            "| variant | patch (z, y, x) | parameters | G multiply-adds per patch |",
+            "|---|---|---:|---:|",
+        ]
+        for name, entry in complexity["variants"].items():
+            lines.append(
+                f"| {name} | {'x'.join(map(str, entry['patch_size']))} | {entry['parameters']:,} "
+                f"| {entry['multiply_adds'] / 1e9:.2f} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def write_results(path: Path, generated: str) -> None:
+    """Replace the generated section of ``path`` (keeping everything around it), atomically."""
+    block = f"{GENERATED_START}\n{generated}{GENERATED_END}\n"
+    text = path.read_text() if path.exists() else "# Benchmark results\n\n"
+    if GENERATED_START in text and GENERATED_END in text:
+        before, rest = text.split(GENERATED_START, 1)
+        after = rest.split(GENERATED_END, 1)[1].lstrip("\n")
+        text = before + block + ("\n" + after if after else "")
+    else:
+        text = text.rstrip("\n") + "\n\n" + block
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(text)
+    temporary.replace(path)
+
+
+def run_benchmark(args: argparse.Namespace) -> int:
+    import torch
+
+    size = QUICK if args.quick else FULL
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    out_dir = Path(args.out_dir) if args.out_dir else Path(tempfile.mkdtemp(prefix="unetrpp-bench-"))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    report: dict = {
+        "started_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
+        "size": size.name,
+        "volume": f"{'x'.join(map(str, reversed(size.shape_zyx)))} voxels (x, y, z) at "
+        f"{' x '.join(str(s) for s in reversed(size.spacing_zyx))} mm",
+        "load_average_start": os.getloadavg()[0],
+        "machine": machine_description(),
+        "matmul_size": size.matmul_size,
+    }
+    report["matmul_gflops"] = matmul_peaks(size.matmul_size)
+    report["complexity"] = network_complexity(size, variants=not args.quick)
+    body = write_ct_image(out_dir / "ct.nrrd", size)
+    configs = [c.strip() for c in args.configs.split(",") if c.strip()]
+    environment = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
+    for config in configs:
+        if config not in CONFIGS:
+            print(f"unknown configuration {config!r}; use {', '.join(CONFIGS)}", file=sys.stderr)
+            return 2
+        completed = subprocess.run(_worker_command(config, args, out_dir), env=environment, check=False)
+        if completed.returncode:
+            print(f"configuration {config} failed with status {completed.returncode}", file=sys.stderr)
+            return 1
+    runs = {}
+    for config in CONFIGS:
+        path = out_dir / f"{config}.json"
+        if path.exists():
+            runs[config] = json.loads(path.read_text())
+    report["runs"] = runs
+    report["tiles_note"] = "tiles run = forward passes x batch size (constant tiles predicted once)"
+    report["agreement"] = {}
+    if "reference" in runs:
+        reference = np.load(out_dir / "reference_labels.npy")
+        num_classes = 14
+        for config in ("default", "fast"):
+            if config in runs:
+                other = np.load(out_dir / f"{config}_labels.npy")
+                report["agreement"][config] = compare(reference, other, body, num_classes)
+    (out_dir / "results.json").write_text(json.dumps(report, indent=2, default=str))
+    generated = _format_report(report)
+    print(generated)
+    results_path = (
+        Path(args.results)
+        if args.results
+        else (out_dir / "RESULTS.md" if args.quick else Path(__file__).with_name("RESULTS.md"))
+    )
+    write_results(results_path, generated)
+    print(f"results: {results_path} and {out_dir / 'results.json'}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small volume and network (smoke run)")
+    parser.add_argument(
+        "--configs", default=",".join(CONFIGS), help="comma-separated subset of configurations"
+    )
+    parser.add_argument(
+        "--out-dir", help="folder for the volume, label maps and results.json (default: a temp dir)"
+    )
+    parser.add_argument(
+        "--results", help="Markdown file to write (default: benchmarks/RESULTS.md; --quick: OUT_DIR)"
+    )
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
+    parser.add_argument("--worker", choices=CONFIGS, help=argparse.SUPPRESS)
+    parser.add_argument("--work-dir", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        run_worker(args.worker, QUICK if args.quick else FULL, Path(args.work_dir))
+        return 0
+    return run_benchmark(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
