@@ -82,7 +82,9 @@ class Plans:
         object.__setattr__(
             self,
             "channels",
-            tuple(c if isinstance(c, ChannelNormalization) else ChannelNormalization(**c) for c in self.channels),
+            tuple(
+                c if isinstance(c, ChannelNormalization) else ChannelNormalization(**c) for c in self.channels
+            ),
         )
         object.__setattr__(self, "target_spacing_zyx", tuple(float(s) for s in self.target_spacing_zyx))
         object.__setattr__(self, "patch_size_zyx", tuple(int(s) for s in self.patch_size_zyx))
@@ -171,7 +173,9 @@ class ModelCard:
         object.__setattr__(self, "labels", tuple((int(v), str(n)) for v, n in self.labels))
         object.__setattr__(self, "patch_size_zyx", tuple(int(s) for s in self.patch_size_zyx))
         object.__setattr__(
-            self, "weights", tuple(w if isinstance(w, WeightsSource) else WeightsSource(**w) for w in self.weights)
+            self,
+            "weights",
+            tuple(w if isinstance(w, WeightsSource) else WeightsSource(**w) for w in self.weights),
         )
         if isinstance(self.plans, dict):
             object.__setattr__(self, "plans", Plans.from_dict(self.plans))
