@@ -208,13 +208,13 @@ def _architecture_family(keys: list[str]) -> tuple[str, ...]:
     return ()
 
 
-def detect_variant(state_dict: Mapping[str, Any]) -> str | None:
+def detect_variant(state_dict: Mapping[str, torch.Tensor]) -> str | None:
     """Which reference variant a state_dict looks like: ``synapse``, ``acdc``, ``lung``, ``tumor`` or None.
 
     The architecture family comes from key names (``epa_block.EF`` → tumor, ``conv52`` → acdc/lung,
     shared ``E``/``F`` → synapse). acdc and lung share their modules and differ in the native patch,
     so the first stage's token count (the positional embedding's length) decides, then the class count.
-    Values only need a ``.shape`` (meta tensors are fine).
+    Only shapes are read, so meta tensors are fine.
     """
     from unetrpp.network.config import VARIANTS  # the native sizes live with the network
 
@@ -241,7 +241,7 @@ def _examples(items: list[str], limit: int = 3) -> str:
     return ", ".join(items[:limit]) + more
 
 
-def check_state_dict(network: torch.nn.Module, state_dict: Mapping[str, Any]) -> None:
+def check_state_dict(network: torch.nn.Module, state_dict: Mapping[str, torch.Tensor]) -> None:
     """Compare keys and shapes with ``network`` before ``load_state_dict(strict=True)``.
 
     Raises:
