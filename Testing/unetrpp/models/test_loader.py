@@ -82,6 +82,12 @@ def test_official_checkpoint_without_pkl_uses_the_card_plans_or_says_what_is_mis
     with pytest.raises(CheckpointError, match="without plans .* 'model_final_checkpoint.model.pkl'"):
         load_model_path(path, card=dataclasses.replace(card, plans=None))
 
+    write_official_plans(sibling_plans_path(path), nnunet_plans(num_foreground=5))
+    with pytest.raises(
+        CheckpointError, match="plans describe 1 input\\(s\\) and 6 classes, the weights 1 .* 3 outputs"
+    ):
+        load_model_path(path, card=card)
+
 
 def test_plans_with_another_patch_size_tile_with_the_network_patch_and_warn(tmp_path: Path) -> None:
     network = tiny_network("synapse")

@@ -87,10 +87,12 @@ def _load_official(path: Path, card: ModelCard | None, on_event: EventCallback |
     network = build_network(card.variant, **card.network_overrides)
     check_state_dict(network, state_dict)
     network.load_state_dict(state_dict, strict=True)
-    if plans.num_classes != network.config.out_channels:
+    config = network.config
+    if (plans.num_classes, plans.num_input_channels) != (config.out_channels, config.in_channels):
         raise CheckpointError(
-            f"{path}: its plans name {plans.num_classes} classes but the weights have "
-            f"{network.config.out_channels} outputs"
+            f"{path}: its plans describe {plans.num_input_channels} input(s) and {plans.num_classes} "
+            f"classes, "
+            f"the weights {config.in_channels} input(s) and {config.out_channels} outputs"
         )
     if tuple(plans.patch_size_zyx) != tuple(network.config.patch_size):
         # The network only runs on its own patch (token-sized positional embeddings); the reference
