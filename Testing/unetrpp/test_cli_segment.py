@@ -166,6 +166,28 @@ def test_table_output_structure_subset_and_overwrite(model_file, tmp_path, capsy
     np.testing.assert_array_equal(sitk.GetArrayFromImage(read_seg_nrrd(output)[0]), first)
 
 
+def test_progress_bar_goes_to_stderr_and_stdout_keeps_only_the_table(model_file, tmp_path, capsys):
+    ct = _write(_synthetic_ct(), tmp_path / "ct.mha")
+    output = tmp_path / "out.seg.nrrd"
+    argv = [
+        "segment",
+        str(ct),
+        str(output),
+        "--model",
+        str(model_file),
+        "--progress",
+        "bar",
+        "--device",
+        "cpu",
+    ]
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    assert "preprocess: " in captured.err and "inference" in captured.err and "tile" in captured.err
+    assert captured.out.splitlines()[0].split() == ["structure", "voxels", "volume", "mL"]
+    assert captured.out.splitlines()[-1] == f"wrote {output}"
+    assert len(captured.out.splitlines()) == 13 + 2
+
+
 def _bad_inputs(tmp_path: Path) -> dict[str, list[str]]:
     good = _write(_synthetic_ct(), tmp_path / "good.nrrd")
     corrupt = tmp_path / "corrupt.nii.gz"
