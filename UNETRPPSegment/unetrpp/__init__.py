@@ -11,23 +11,36 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from unetrpp.models import LoadedModel, load_model
+    from unetrpp.models.registry import list_cards as list_models
     from unetrpp.pipeline.predictor import SegmentOptions, SegmentResult, segment
 
 __version__ = "0.1.0"
-__all__ = ["__version__", "segment", "SegmentOptions", "SegmentResult"]
+__all__ = [
+    "__version__",
+    "segment",
+    "SegmentOptions",
+    "SegmentResult",
+    "load_model",
+    "LoadedModel",
+    "list_models",
+]
 
-_LAZY = {
-    "segment": "unetrpp.pipeline.predictor",
-    "SegmentOptions": "unetrpp.pipeline.predictor",
-    "SegmentResult": "unetrpp.pipeline.predictor",
+_LAZY = {  # public name -> (module, attribute)
+    "segment": ("unetrpp.pipeline.predictor", "segment"),
+    "SegmentOptions": ("unetrpp.pipeline.predictor", "SegmentOptions"),
+    "SegmentResult": ("unetrpp.pipeline.predictor", "SegmentResult"),
+    "load_model": ("unetrpp.models.loader", "load_model"),
+    "LoadedModel": ("unetrpp.models.loader", "LoadedModel"),
+    "list_models": ("unetrpp.models.registry", "list_cards"),
 }
 
 
 def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
+    if name not in _LAZY:
         raise AttributeError(f"module 'unetrpp' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
+    module, attribute = _LAZY[name]
+    value = getattr(importlib.import_module(module), attribute)
     globals()[name] = value
     return value
 

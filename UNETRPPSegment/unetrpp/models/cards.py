@@ -177,6 +177,12 @@ class ModelCard:
             "weights",
             tuple(w if isinstance(w, WeightsSource) else WeightsSource(**w) for w in self.weights),
         )
+        # JSON gives lists where the card had tuples; normalise so a reloaded card compares equal.
+        object.__setattr__(
+            self,
+            "network_overrides",
+            {k: tuple(v) if isinstance(v, list) else v for k, v in self.network_overrides.items()},
+        )
         if isinstance(self.plans, dict):
             object.__setattr__(self, "plans", Plans.from_dict(self.plans))
         if len(self.orientation) != 3:

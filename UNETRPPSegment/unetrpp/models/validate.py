@@ -100,6 +100,10 @@ def _load_and_compare(path: Path, weights_format: str, card: ModelCard | None) -
         ) from error
     if card is None:
         return
+    if variant is None:
+        raise CheckpointMismatchError(
+            f"{path} holds no UNETR++ network this package knows (synapse, acdc, lung or tumor layout)"
+        )
     if variant != card.variant:
         raise CheckpointMismatchError(
             f"{path} holds the {variant!r} network, not the {card.variant!r} network of model {card.name!r}"
