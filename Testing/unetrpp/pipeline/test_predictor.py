@@ -232,6 +232,11 @@ def test_bad_options_and_outputs_are_refused_before_reading_or_loading(tmp_path,
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]
 
 
+def test_structures_given_as_one_comma_separated_string_are_split():
+    assert SegmentOptions(structures="liver, spleen").structures == ("liver", "spleen")
+    assert SegmentOptions(structures=["liver"]).structures == ("liver",)
+
+
 @pytest.mark.parametrize(
     ("kwargs", "fragment"),
     [

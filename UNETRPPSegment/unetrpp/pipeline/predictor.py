@@ -83,8 +83,10 @@ class SegmentOptions:
     series_uid: str | None = None
 
     def __post_init__(self) -> None:
+        if isinstance(self.structures, str):  # "liver,spleen" rather than ("liver", "spleen")
+            object.__setattr__(self, "structures", tuple(self.structures.split(",")))
         if self.structures is not None:
-            object.__setattr__(self, "structures", tuple(str(s) for s in self.structures))
+            object.__setattr__(self, "structures", tuple(str(s).strip() for s in self.structures))
         if self.orientation is not None:
             object.__setattr__(self, "orientation", _check_orientation(self.orientation))
         config = self.sliding_window_config()  # validates overlap, precision, batch size, accumulation
