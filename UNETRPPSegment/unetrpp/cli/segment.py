@@ -87,12 +87,12 @@ def add_parser(subparsers: Any) -> None:
         epilog="Example: unetrpp segment ct.nii.gz ct.seg.nrrd --model synapse --progress json",
     )
     parser.add_argument(
-        "paths",
+        "inputs",
         nargs="+",
-        metavar="INPUT ... OUTPUT",
-        help="input image(s) (NIfTI, NRRD, MHA or a DICOM folder; one per model input, in the model's "
-        "order) followed by the output .seg.nrrd",
+        metavar="INPUT",
+        help="input image: NIfTI, NRRD, MHA or a DICOM folder; one per model input, in the model's order",
     )
+    parser.add_argument("output", metavar="OUTPUT.seg.nrrd", help="the segmentation file to write")
     parser.add_argument("--model", "-m", required=True, help="model name (unetrpp models) or weights file")
     parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
     parser.add_argument("--overlap", type=_overlap, default=0.5, help="tile overlap in [0, 1) (default 0.5)")
@@ -138,10 +138,6 @@ def run(args: argparse.Namespace) -> int:
 
     if args.progress is None:
         args.progress = "bar" if sys.stderr.isatty() else "none"
-    if len(args.paths) < 2:
-        raise UnetrppError(
-            "give at least one INPUT and the OUTPUT .seg.nrrd (unetrpp segment IN OUT --model M)"
-        )
     if args.progress != "json":
         return _run(args, None)
     emitter = JsonLinesEmitter(sys.stdout)
@@ -157,7 +153,7 @@ def run(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace, emitter: Any) -> int:
     from unetrpp.pipeline.predictor import SegmentOptions, check_writable_folder, segment
 
-    *inputs, output = args.paths
+    inputs, output = args.inputs, args.output
     options = SegmentOptions(
         device=args.device,
         overlap=args.overlap,
