@@ -6,12 +6,7 @@ import pytest
 import torch
 from torch import nn
 from unetrpp.network import build_network
-from unetrpp.network.optimize import (
-    PointwiseConv3d,
-    fold_batch_norms,
-    optimize_for_inference,
-    replace_pointwise_convs,
-)
+from unetrpp.network.optimize import OneDNNConv3d, fold_batch_norms, optimize_for_inference
 
 TINY = {
     "patch_size": (16, 32, 32),
@@ -61,7 +56,7 @@ def test_optimized_tiny_network_equals_original_in_eval_mode(variant):
     assert actual.shape == expected.shape
     assert _max_relative_error(expected, actual) < 1e-4
     assert not any(isinstance(m, nn.BatchNorm3d) for m in optimized.modules())
-    assert any(isinstance(m, PointwiseConv3d) for m in optimized.modules())
+    assert any(isinstance(m, OneDNNConv3d) for m in optimized.modules())
 
 
 def test_original_network_is_left_untouched_and_copy_keeps_config():
@@ -87,15 +82,32 @@ def test_fold_counts_every_residual_block_norm_and_refuses_training_mode():
     assert fold_batch_norms(network) == 0  # nothing left to fold
 
 
-def test_pointwise_conv_equals_conv3d_for_one_and_many_input_channels():
+def test_onednn_conv_equals_conv3d_in_float32_and_defers_under_autocast():
     generator = torch.Generator().manual_seed(3)
-    for in_channels in (1, 5):
-        conv = nn.Conv3d(in_channels, 7, 1)
-        holder = nn.Sequential(conv)
-        assert replace_pointwise_convs(holder) == 1
-        features = torch.randn(2, in_channels, 3, 4, 5, generator=generator)
+    for in_channels, size in ((1, 12), (16, 6)):  # both sizes fall off oneDNN by PyTorch's own rule
+        conv = nn.Conv3d(in_channels, 8, 3, padding=1)
+        pinned = nn.Conv3d(in_channels, 8, 3, padding=1)
+        pinned.load_state_dict(conv.state_dict())
+        pinned.__class__ = OneDNNConv3d
+        features = torch.randn(1, in_channels, size, size, size, generator=generator)
         with torch.inference_mode():
-            assert torch.allclose(holder(features), conv(features), atol=1e-6)
+            assert torch.allclose(pinned(features), conv(features), atol=1e-5)
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                assert pinned(features).dtype == torch.bfloat16
+
+
+def test_bf16_copy_takes_float32_returns_float32_and_stays_close():
+    network = _build("synapse", **TINY)
+    optimized = optimize_for_inference(network, dtype=torch.bfloat16)
+    assert all(p.dtype == torch.bfloat16 for p in optimized.parameters())
+    image = torch.randn(1, 1, 16, 32, 32, generator=torch.Generator().manual_seed(5))
+    with torch.inference_mode():
+        expected = network(image)
+        for autocast in (False, True):
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+                actual = optimized(image)
+            assert actual.dtype == torch.float32
+            assert _max_relative_error(expected, actual) < 5e-2
 
 
 @pytest.mark.slow

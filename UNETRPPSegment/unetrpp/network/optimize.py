@@ -1,20 +1,23 @@
 """An inference-only copy of a network that computes the same function with less work on CPU.
 
-Two rewrites, each measured on the synapse network (``benchmarks/RESULTS.md``):
+Each rewrite was measured one at a time on the synapse network (``benchmarks/RESULTS.md``):
 
 * **Fold eval-mode BatchNorm into the preceding convolution.** The residual blocks after every EPA
   block (``conv51``/``conv52``, MONAI ``UnetResBlock`` with ``norm_name="batch"``) run conv -> BN; in eval
   mode BN is a per-channel affine map, so it folds into the convolution's weight and a new bias and the
-  BN pass over the feature map disappears.
-* **Pointwise (1x1x1) convolutions as a matrix product.** PyTorch sends a batch-1 float32 1x1x1
-  ``Conv3d`` on a small map (N*C*D*H <= 20480, e.g. ``conv8`` in the deep stages) or with one input
-  channel (``encoder1.conv3``) to the unfold+GEMM ``slow_conv3d_forward`` instead of oneDNN. A 1x1x1
-  convolution is ``W @ x`` over the flattened voxels; doing exactly that is one GEMM (or a broadcast
-  multiply for a single input channel) whatever the size.
+  BN pass over the feature map disappears. Exact up to float32 rounding.
+* **Keep float32 convolutions on oneDNN.** For a batch-1 float32 input PyTorch picks oneDNN only when
+  N*C*D*H of the input exceeds 20480; the 3x3x3 convolutions of the deep stages (64 channels at 16^3,
+  128 at 8^3, 256 at 4^3) and the one-channel stem ``encoder1.conv1`` fall back to the unfold + GEMM
+  ``slow_conv3d_forward``, which is 1.2-4x slower for them on this CPU. :class:`OneDNNConv3d` calls
+  oneDNN directly for float32 CPU inputs and defers to the normal path otherwise (bf16 inputs and
+  autocast already take oneDNN).
+* **bf16 weights** (``dtype=torch.bfloat16``, optional): on CPUs with AVX512-BF16/AMX, storing the weights
+  in bf16 saves the per-call weight casts of bf16 autocast. The copy then takes float32 or bf16 input and
+  always returns float32. Not exact: relative error about 1e-2 on logits, like bf16 autocast itself.
 
 The copy is for inference only: its ``state_dict`` no longer matches official checkpoints (no BN
-entries), so load weights first and optimize afterwards. Outputs equal the original's in float32 to
-rounding (about 1e-5 relative; ``Testing/unetrpp/network/test_optimize.py`` checks 1e-4).
+entries), so load weights first and optimize afterwards.
 """
 
 from __future__ import annotations
@@ -26,12 +29,7 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-__all__ = [
-    "optimize_for_inference",
-    "fold_batch_norms",
-    "PointwiseConv3d",
-    "replace_pointwise_convs",
-]
+__all__ = ["optimize_for_inference", "fold_batch_norms", "OneDNNConv3d", "use_onednn_convolutions"]
 
 logger = logging.getLogger(__name__)
 
@@ -43,27 +41,33 @@ def optimize_for_inference(
     network: nn.Module,
     *,
     fold_batch_norm: bool = True,
-    pointwise_as_matmul: bool = True,
+    onednn_convolutions: bool = True,
+    dtype: torch.dtype | None = None,
 ) -> nn.Module:
-    """Return an eval-mode copy of ``network`` with BatchNorm folded and 1x1x1 convolutions as GEMMs.
+    """Return an eval-mode copy of ``network`` that computes the same outputs faster on CPU.
 
     Args:
         network: a UNETR++ (or any module built from MONAI conv blocks); left unchanged.
         fold_batch_norm: fold eval BatchNorm into the preceding convolution (default True).
-        pointwise_as_matmul: replace 1x1x1 ``Conv3d`` layers by :class:`PointwiseConv3d` (default True).
+        onednn_convolutions: run float32 3D convolutions through oneDNN even where PyTorch's size
+            heuristic would not (default True); see :class:`OneDNNConv3d`.
+        dtype: ``torch.bfloat16`` to store parameters in bf16 (input cast to bf16, output returned as
+            float32); None (default) keeps float32 and float32-exact outputs.
 
     Returns:
-        A deep copy in eval mode with ``requires_grad`` off, same inputs and outputs as ``network``
-        in eval mode (float32 rounding aside). Attributes such as ``config`` and ``deep_supervision``
-        are kept.
+        A deep copy in eval mode with ``requires_grad`` off. With ``dtype=None`` its outputs equal
+        ``network``'s in eval mode to float32 rounding (checked to 1e-4 relative in the tests).
+        Attributes such as ``config`` and ``deep_supervision`` are kept.
     """
     optimized = copy.deepcopy(network).eval()
     for parameter in optimized.parameters():
         parameter.requires_grad_(False)
     if fold_batch_norm:
         logger.debug("folded %d BatchNorm layers", fold_batch_norms(optimized))
-    if pointwise_as_matmul:
-        logger.debug("replaced %d pointwise convolutions", replace_pointwise_convs(optimized))
+    if onednn_convolutions:
+        logger.debug("%d convolutions pinned to oneDNN", use_onednn_convolutions(optimized))
+    if dtype is not None:
+        _store_in(optimized, dtype)
     return optimized
 
 
@@ -96,10 +100,12 @@ def fold_batch_norms(network: nn.Module) -> int:
 
     Only blocks whose ``conv{i}`` is a plain convolution (no activation or norm inside) and whose
     ``norm{i}`` is a BatchNorm with running statistics are changed; the norm becomes ``nn.Identity``.
-    Call it on a network in eval mode only: in training mode BN uses batch statistics.
 
     Returns:
         The number of BatchNorm layers folded.
+
+    Raises:
+        ValueError: a BatchNorm to fold is in training mode (it would use batch statistics).
     """
     folded = 0
     for block in network.modules():
@@ -116,51 +122,67 @@ def fold_batch_norms(network: nn.Module) -> int:
     return folded
 
 
-class PointwiseConv3d(nn.Module):
-    """A 1x1x1 convolution computed as ``W @ x`` over the flattened voxels.
+class OneDNNConv3d(nn.Conv3d):
+    """A ``Conv3d`` that sends float32 CPU inputs to oneDNN whatever their size.
 
-    Shapes: (B, C_in, Z, Y, X) -> (B, C_out, Z, Y, X). With one input channel it is a broadcast
-    multiply (a GEMM with inner dimension 1 is slow in BLAS).
+    Everything else (autocast, bf16 inputs, CUDA, non-zero padding modes) goes through
+    ``nn.Conv3d.forward`` unchanged, so the module is a drop-in replacement with the same parameters.
     """
 
-    def __init__(self, conv: nn.Conv3d) -> None:
-        super().__init__()
-        out_channels, in_channels = conv.weight.shape[:2]
-        self.weight = nn.Parameter(conv.weight.detach().reshape(out_channels, in_channels).clone())
-        self.bias = None if conv.bias is None else nn.Parameter(conv.bias.detach().clone())
-
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        batch, in_channels, *spatial = features.shape
-        if in_channels == 1:
-            out = features * self.weight.reshape(1, -1, 1, 1, 1)
-            return out if self.bias is None else out + self.bias.reshape(1, -1, 1, 1, 1)
-        out = torch.matmul(self.weight, features.reshape(batch, in_channels, -1))
-        if self.bias is not None:
-            out = out + self.bias.reshape(1, -1, 1)
-        return out.reshape(batch, -1, *spatial)
+        if (
+            features.device.type == "cpu"
+            and features.dtype == torch.float32
+            and self.weight.dtype == torch.float32
+            and not torch.is_autocast_enabled("cpu")
+        ):
+            return torch.ops.aten.mkldnn_convolution(
+                features.contiguous(),
+                self.weight,
+                self.bias,
+                self.padding,
+                self.stride,
+                self.dilation,
+                self.groups,
+            )
+        return super().forward(features)
 
 
-def _replace(network: nn.Module, predicate, factory) -> int:
-    replaced = 0
-    for parent in list(network.modules()):
-        for name, child in list(parent.named_children()):
-            if predicate(child):
-                setattr(parent, name, factory(child))
-                replaced += 1
-    return replaced
-
-
-def _is_pointwise(conv: nn.Module) -> bool:
+def _is_onednn_candidate(module: nn.Module) -> bool:
+    # 1x1x1 convolutions are left alone: on one input channel oneDNN was 3x slower than the fallback.
     return (
-        type(conv) is nn.Conv3d
-        and conv.kernel_size == (1, 1, 1)
-        and conv.stride == (1, 1, 1)
-        and conv.dilation == (1, 1, 1)
-        and conv.groups == 1
-        and all(p == 0 for p in conv.padding)
+        type(module) is nn.Conv3d
+        and module.kernel_size != (1, 1, 1)
+        and module.padding_mode == "zeros"
+        and not isinstance(module.padding, str)
     )
 
 
-def replace_pointwise_convs(network: nn.Module) -> int:
-    """Replace every plain 1x1x1 ``nn.Conv3d`` by :class:`PointwiseConv3d`, in place; returns the count."""
-    return _replace(network, _is_pointwise, PointwiseConv3d)
+def use_onednn_convolutions(network: nn.Module) -> int:
+    """Turn every plain ``nn.Conv3d`` with a kernel larger than 1x1x1 into :class:`OneDNNConv3d`, in place.
+
+    Returns:
+        The number of convolutions changed.
+    """
+    changed = 0
+    for module in network.modules():
+        if _is_onednn_candidate(module):
+            module.__class__ = OneDNNConv3d  # same attributes and parameters, new forward
+            changed += 1
+    return changed
+
+
+def _store_in(network: nn.Module, dtype: torch.dtype) -> None:
+    """Cast parameters and buffers to ``dtype``; inputs are cast on the way in, outputs back to float32."""
+    network.to(dtype)
+
+    def cast_input(module: nn.Module, args: tuple) -> tuple:
+        return tuple(a.to(dtype) if torch.is_tensor(a) and a.is_floating_point() else a for a in args)
+
+    def float_output(module: nn.Module, args: tuple, output):
+        if isinstance(output, (list, tuple)):
+            return type(output)(o.float() for o in output)
+        return output.float()
+
+    network.register_forward_pre_hook(cast_input)
+    network.register_forward_hook(float_output)
