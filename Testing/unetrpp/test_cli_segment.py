@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -287,6 +288,25 @@ def test_bad_input_in_a_real_process_prints_one_line_on_stderr(model_file, tmp_p
     error = _json_lines(completed.stdout)[-1]
     assert error["event"] == "error" and error["error_type"] == "InputImageError"
     assert sorted(os.listdir(tmp_path)) == ["corrupt.nrrd"]
+
+
+def test_interrupt_during_inference_exits_130_and_leaves_no_file(model_file, tmp_path):
+    ct = _write(_synthetic_ct(size_xyz=(96, 96, 24)), tmp_path / "ct.nrrd")
+    command = [sys.executable, "-m", "unetrpp", "segment", str(ct), str(tmp_path / "out.seg.nrrd")]
+    command += ["--model", str(model_file), "--progress", "json", "--device", "cpu", "--tta"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for line in process.stdout:
+            if json.loads(line)["event"] == "progress":
+                process.send_signal(signal.SIGINT)
+                break
+        remaining, errors = process.communicate(timeout=120)
+    finally:
+        process.kill()
+    assert process.returncode == 130, errors
+    assert "cancelled" in errors
+    assert all(json.loads(line)["event"] != "error" for line in remaining.splitlines())
+    assert sorted(os.listdir(tmp_path)) == ["ct.nrrd"]
 
 
 def test_segment_help_does_not_import_torch():

@@ -32,6 +32,7 @@ other ``error_type`` for a bug (its traceback goes to stderr)::
 
     {"event": "error", "message": "one line naming the problem", "error_type": "InputImageError"}
 
+Ctrl-C (SIGINT) ends the run with exit status 130 and no ``error`` event (a cancel is not a failure).
 Nothing is left half-written: every output file is written under a temporary name and renamed.
 """
 
@@ -133,20 +134,21 @@ def add_parser(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from unetrpp.errors import UnetrppError
+    from unetrpp.errors import Cancelled, UnetrppError
     from unetrpp.events import ErrorEvent, JsonLinesEmitter
 
     if args.progress is None:
         args.progress = "bar" if sys.stderr.isatty() else "none"
-    if args.progress != "json":
-        return _run(args, None)
-    emitter = JsonLinesEmitter(sys.stdout)
+    emitter = JsonLinesEmitter(sys.stdout) if args.progress == "json" else None
     try:
         return _run(args, emitter)
+    except KeyboardInterrupt as interrupt:  # Ctrl-C: temporary files are gone already (finally blocks)
+        raise Cancelled("interrupted") from interrupt
     except UnetrppError:
         raise  # cli.main writes the error event and exits 2
-    except Exception as error:  # a bug: still tell the listening GUI in its own format
-        emitter(ErrorEvent(f"internal error: {error}".splitlines()[0], type(error).__name__))
+    except Exception as error:  # a bug: still tell a listening GUI, in its own format
+        if emitter is not None:
+            emitter(ErrorEvent(f"internal error: {error}".splitlines()[0], type(error).__name__))
         raise
 
 
