@@ -28,7 +28,14 @@ from unetrpp.train.config import OptimizerKind, TrainConfig
 from unetrpp.train.dataset import TrainingDataset, intensity_normalization, median_spacing_zyx
 from unetrpp.train.losses import DeepSupervisionLoss
 
-__all__ = ["TrainingProgress", "TrainResult", "train", "plans_for"]
+__all__ = [
+    "TrainingProgress",
+    "TrainResult",
+    "train",
+    "plans_for",
+    "result_from_checkpoint",
+    "CHECKPOINT_NAME",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -324,3 +331,26 @@ def train(
         )
     finally:
         torch.set_num_threads(previous_threads)
+
+
+def result_from_checkpoint(checkpoint_dir: str | Path, dataset: TrainingDataset) -> TrainResult:
+    """The state of a (possibly unfinished) run as a :class:`TrainResult`, from its latest checkpoint.
+
+    Lets an interrupted run be exported as a model; ``elapsed_seconds`` is unknown there (0).
+    """
+    from unetrpp.errors import CheckpointError
+
+    path = Path(checkpoint_dir) / CHECKPOINT_NAME
+    if not path.is_file():
+        raise CheckpointError(f"no training checkpoint {path}")
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    config = TrainConfig.from_dict(saved["config"])
+    plans = Plans.from_dict(saved["plans"])
+    network = _build_network(dataset, plans, config, deep_supervision=False)
+    network.load_state_dict({k: v for k, v in saved["network"].items() if k in network.state_dict()})
+    network.eval()
+    _, validation = _split(dataset, config)
+    validation_dice = tuple((int(v), float(d)) for v, d in saved["validation_dice"])
+    return TrainResult(
+        network, plans, validation_dice, tuple(saved["losses"]), 0.0, tuple(c.name for c in validation)
+    )
