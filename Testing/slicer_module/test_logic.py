@@ -315,7 +315,8 @@ def tiny_model(tmp_path_factory) -> Path:
 @pytest.fixture
 def child_logic(tmp_path) -> SegmentationLogic:
     """The logic with this interpreter as the child's Python, a private temp root and model cache."""
-    environment = {**os.environ, "UNETRPP_HOME": str(tmp_path / "home")}
+    # One thread per child: reproducible results across runs and no oversubscription of small CI machines.
+    environment = {**os.environ, "UNETRPP_HOME": str(tmp_path / "home"), "OMP_NUM_THREADS": "1"}
     return SegmentationLogic(
         python_executable=sys.executable, temp_root=tmp_path / "tmp", base_environment=environment
     )
@@ -460,6 +461,7 @@ def test_rerun_into_the_users_segmentation_replaces_only_when_confirmed(slicer_a
     assert replaced.segmentation_node is mine
     names = [mine.GetSegmentation().GetNthSegment(i).GetName() for i in range(13)]
     assert "my tumour" not in names and names == [s.name for s in replaced.review]
-    assert [s.voxel_count for s in replaced.review] == [s.voxel_count for s in kept.review]
+    counts = {s.name: s.voxel_count for s in replaced.review}
+    assert counts == {s.name: s.voxel_count for s in kept.review}, "the same run gave a different result"
     assert slicer_app.scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode") == 2
     assert _leftovers(child_logic) == []
