@@ -25,6 +25,7 @@ from UNETRPPSegmentLib.logic import (
     SegmentationRequest,
     child_environment,
 )
+from UNETRPPSegmentLib.process import RunState
 
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 _SHAPE_ZYX = (12, 20, 24)
@@ -465,3 +466,15 @@ def test_rerun_into_the_users_segmentation_replaces_only_when_confirmed(slicer_a
     assert counts == {s.name: s.voxel_count for s in kept.review}, "the same run gave a different result"
     assert slicer_app.scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode") == 2
     assert _leftovers(child_logic) == []
+
+
+def test_core_command_failure_reaches_the_caller_as_one_line(child_logic, tmp_path):
+    """The widget's "Import weights file..." runs `unetrpp models import` through run_core."""
+    not_weights = tmp_path / "notes.unetrpp"
+    not_weights.write_text("these are not weights", encoding="utf-8")
+    runner = child_logic.run_core(["models", "import", str(not_weights), "--name", "synapse"])
+    assert runner.wait(timeout_seconds=120) is RunState.FAILED
+    assert runner.error_message and "\n" not in runner.error_message
+    assert not runner.error_message.startswith("unetrpp: error:")
+    assert "notes.unetrpp" in runner.error_message
+    assert not (tmp_path / "home" / "models" / "synapse").exists()

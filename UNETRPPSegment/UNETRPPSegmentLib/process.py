@@ -37,6 +37,7 @@ _EVENT_TYPES: dict[str, type[Event]] = {
 }
 _STDOUT, _STDERR = "stdout", "stderr"
 _PIPE_GRACE_SECONDS = 2.0
+_CLI_ERROR_PREFIX = "unetrpp: error: "
 
 
 class RunState(enum.Enum):
@@ -242,4 +243,6 @@ class ProcessRunner:
         self.state = RunState.FAILED
         if not self.error_message:
             fallback = f"{self.command[0]} exited with status {returncode}"
-            self.error_message = self._last_stderr_line or fallback
+            line = self._last_stderr_line
+            # The unetrpp CLI prefixes its one-line errors; the caller shows the message itself.
+            self.error_message = line.removeprefix(_CLI_ERROR_PREFIX) if line else fallback
