@@ -71,6 +71,12 @@ def _component_sizes(mask: np.ndarray) -> np.ndarray:
     return numpy_support.vtk_to_numpy(connectivity.GetExtractedRegionSizes()).astype(np.int64)
 
 
+def _index_range(occupied: np.ndarray) -> tuple[int, int]:
+    """First and one-past-last index where a 1D boolean profile is True."""
+    indices = np.flatnonzero(occupied)
+    return int(indices[0]), int(indices[-1]) + 1
+
+
 def summarize_mask(
     segment_id: str,
     name: str,
@@ -89,7 +95,7 @@ def summarize_mask(
     """
     ijk_to_ras = np.asarray(ijk_to_ras, dtype=float)
     inside = np.asarray(mask) != 0
-    voxel_count = int(inside.sum())
+    voxel_count = int(np.count_nonzero(inside))
     voxel_volume_mm3 = abs(float(np.linalg.det(ijk_to_ras[:3, :3])))
     flags: list[str] = []
     centroid = None
@@ -97,10 +103,15 @@ def summarize_mask(
     if voxel_count == 0:
         flags.append(FLAG_EMPTY)
     else:
-        k, j, i = np.nonzero(inside)
-        mean_ijk = np.array([i.mean(), j.mean(), k.mean(), 1.0])
+        # Work inside the bounding box only: a small organ in a large CT costs little.
+        (k0, k1), (j0, j1), (i0, i1) = (
+            _index_range(inside.any(axis=axes)) for axes in ((1, 2), (0, 2), (0, 1))
+        )
+        box = inside[k0:k1, j0:j1, i0:i1]
+        k, j, i = np.nonzero(box)
+        mean_ijk = np.array([i.mean() + i0, j.mean() + j0, k.mean() + k0, 1.0])
         centroid = tuple(float(v) for v in (ijk_to_ras @ mean_ijk)[:3])
-        sizes = _component_sizes(inside)
+        sizes = _component_sizes(box)
         large = int((sizes >= large_fraction * voxel_count).sum())
         if large > 1:
             flags.append(FLAG_FRAGMENTED)
@@ -176,19 +187,32 @@ def _oriented_image_to_mask(image) -> tuple[np.ndarray, np.ndarray]:
 
 
 def review_segmentation_node(segmentation_node, *, large_fraction: float = 0.1) -> tuple[SegmentSummary, ...]:
-    """Review every segment of a ``vtkMRMLSegmentationNode`` (binary labelmap representation)."""
+    """Review every segment of a ``vtkMRMLSegmentationNode`` (binary labelmap representation).
+
+    Segments that share a labelmap layer (as read from a ``.seg.nrrd``) are read from that layer,
+    converted to an array once; others are extracted one by one.
+    """
     import slicer
 
     segmentation = segmentation_node.GetSegmentation()
+    labelmap_name = slicer.vtkSegmentationConverter.GetBinaryLabelmapRepresentationName()
+    layers: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     summaries = []
     for index in range(segmentation.GetNumberOfSegments()):
         segment_id = segmentation.GetNthSegmentID(index)
         segment = segmentation.GetSegment(segment_id)
-        image = slicer.vtkOrientedImageData()
-        segmentation_node.GetBinaryLabelmapRepresentation(segment_id, image)
-        array, ijk_to_ras = _oriented_image_to_mask(image)
-        # Slicer gives this segment alone as 0/1; a whole shared layer would hold label values instead.
-        mask = array == segment.GetLabelValue() if array.max(initial=0) > 1 else array != 0
+        layer = segment.GetRepresentation(labelmap_name)
+        if layer is not None and layer.IsA("vtkOrientedImageData"):
+            key = layer.__this__  # the C++ object's address: one entry per shared layer
+            if key not in layers:
+                layers[key] = _oriented_image_to_mask(layer)
+            array, ijk_to_ras = layers[key]
+            mask = array == segment.GetLabelValue()
+        else:
+            image = slicer.vtkOrientedImageData()
+            segmentation_node.GetBinaryLabelmapRepresentation(segment_id, image)
+            array, ijk_to_ras = _oriented_image_to_mask(image)
+            mask = array != 0
         summaries.append(
             summarize_mask(
                 segment_id,
