@@ -35,11 +35,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import slicer
 from unetrpp.errors import InputImageError, UnetrppError
 from unetrpp.events import Event, ProgressEvent, StageEvent
 
+from .nodes import SegmentationError, check_inputs, import_segmentation, write_volume
 from .process import ProcessRunner, RunState
 from .review import SegmentSummary, review_segmentation_node
 
@@ -71,10 +71,6 @@ _STAGE_SPANS: dict[str, tuple[float, float]] = {
     "write": (96.0, 98.0),
     "importing": (98.0, 100.0),
 }
-
-
-class SegmentationError(UnetrppError):
-    """The child failed or its result could not be imported; the message is one line."""
 
 
 class Device(str, enum.Enum):
@@ -361,13 +357,13 @@ class SegmentationLogic:
             InputImageError: an input volume is empty or the inputs do not share one grid.
             SegmentationError: (blocking mode) the child failed; the message is its one-line error.
         """
-        _check_inputs(request.input_volumes)
+        check_inputs(request.input_volumes)
         if self.temp_root is not None:
             self.temp_root.mkdir(parents=True, exist_ok=True)
         temp_dir = Path(tempfile.mkdtemp(prefix="UNETRPP-", dir=self.temp_root))
         try:
             input_paths = [
-                _write_volume(volume, temp_dir / _input_file_name(index))
+                write_volume(volume, temp_dir / _input_file_name(index))
                 for index, volume in enumerate(request.input_volumes)
             ]
         except BaseException:
@@ -398,34 +394,11 @@ class SegmentationLogic:
         """Load a ``.seg.nrrd`` for ``request``: into a new node, or replace the chosen node's segments
         only when ``replace_confirmed``. Returns the segmentation node."""
         reference = request.input_volumes[0]
-        scene = reference.GetScene()
-        # Read into a node already in the scene: the reader creates display nodes for it.
-        loaded = scene.AddNewNodeByClass("vtkMRMLSegmentationNode")
-        storage = slicer.vtkMRMLSegmentationStorageNode()
-        storage.SetFileName(str(path))
-        if not Path(path).is_file() or not storage.ReadData(loaded):
-            scene.RemoveNode(loaded)
-            raise SegmentationError(f"the segmentation result {Path(path).name} could not be read")
-        target = request.output_segmentation
-        if target is not None and request.replace_confirmed:
-            segmentation = target.GetSegmentation()
-            segmentation.RemoveAllSegments()
-            source = loaded.GetSegmentation()
-            for index in range(source.GetNumberOfSegments()):
-                segmentation.CopySegmentFromSegmentation(source, source.GetNthSegmentID(index))
-            scene.RemoveNode(loaded)
-        else:
-            target = loaded
-            name = f"{reference.GetName()} {Path(str(request.model)).stem} segmentation"
-            target.SetName(scene.GenerateUniqueName(name))
-        if target.GetDisplayNode() is None:
-            target.CreateDefaultDisplayNodes()
-        target.SetReferenceImageGeometryParameterFromVolumeNode(reference)
-        target.SetAndObserveTransformNodeID(reference.GetTransformNodeID())
-        _place_in_study(scene, reference, target)
-        if request.create_surfaces:
-            target.CreateClosedSurfaceRepresentation()
-        return target
+        replace = request.output_segmentation if request.replace_confirmed else None
+        name = f"{reference.GetName()} {Path(str(request.model)).stem} segmentation"
+        return import_segmentation(
+            path, reference, name, replace=replace, create_surfaces=request.create_surfaces
+        )
 
 
 def _input_file_name(index: int) -> str:
@@ -437,68 +410,3 @@ def _slicer_temp_dir() -> Path | None:
         return Path(slicer.app.temporaryPath) / "UNETRPP"
     except AttributeError:
         return None
-
-
-def _ijk_to_ras(volume) -> np.ndarray:
-    import vtk
-
-    matrix = vtk.vtkMatrix4x4()
-    volume.GetIJKToRASMatrix(matrix)
-    return np.array([[matrix.GetElement(r, c) for c in range(4)] for r in range(4)])
-
-
-def _check_inputs(volumes: Sequence) -> None:
-    """Every input has voxels, and all share one grid and parent transform (the child needs one grid)."""
-    first = volumes[0]
-    for volume in volumes:
-        if (
-            volume is None
-            or not volume.IsA("vtkMRMLScalarVolumeNode")
-            or volume.IsA("vtkMRMLLabelMapVolumeNode")
-        ):
-            raise InputImageError("each input must be a scalar volume (not a labelmap or empty selection)")
-        image = volume.GetImageData()
-        if image is None or min(image.GetDimensions()) < 1 or image.GetNumberOfPoints() == 0:
-            raise InputImageError(f"input volume '{volume.GetName()}' has no voxels")
-        if image.GetNumberOfScalarComponents() != 1:
-            raise InputImageError(
-                f"input volume '{volume.GetName()}' is not a scalar (single-component) volume"
-            )
-        if volume is first:
-            continue
-        same_grid = image.GetDimensions() == first.GetImageData().GetDimensions() and np.allclose(
-            _ijk_to_ras(volume), _ijk_to_ras(first), atol=1e-4
-        )
-        if not same_grid or volume.GetTransformNodeID() != first.GetTransformNodeID():
-            raise InputImageError(
-                f"input volumes '{first.GetName()}' and '{volume.GetName()}' do not share one voxel grid "
-                "and transform; resample them onto the first one (Resample Scalar/Vector/DWI Volume)"
-            )
-
-
-def _write_volume(volume, path: Path) -> Path:
-    """Write a volume to an uncompressed NRRD through a standalone storage node (node unchanged)."""
-    storage = slicer.vtkMRMLVolumeArchetypeStorageNode()
-    storage.SetFileName(str(path))
-    storage.SetUseCompression(False)
-    if not storage.WriteData(volume) or not path.is_file():
-        raise SegmentationError(
-            f"could not write volume '{volume.GetName()}' to the temporary folder {path.parent}"
-        )
-    return path
-
-
-def _place_in_study(scene, reference, segmentation_node) -> None:
-    """Put the segmentation under the same subject-hierarchy parent (study) as the reference volume."""
-    hierarchy = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
-    if hierarchy is None:
-        return
-    reference_item = hierarchy.GetItemByDataNode(reference)
-    if not reference_item:
-        return
-    parent = hierarchy.GetItemParent(reference_item)
-    segmentation_item = hierarchy.GetItemByDataNode(segmentation_node)
-    if not segmentation_item:  # Slicer's GUI adds items by itself; the bare core does not
-        segmentation_item = hierarchy.CreateItem(parent, segmentation_node)
-    if parent and parent != hierarchy.GetSceneItemID():
-        hierarchy.SetItemParent(segmentation_item, parent)
