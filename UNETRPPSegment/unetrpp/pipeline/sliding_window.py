@@ -346,7 +346,7 @@ def predict_sliding_window(
                     and key not in constant_cache
                     and len(constant_cache) < _MAX_CACHED_CONSTANT_TILES
                 ):
-                    constant_cache[key] = tile_probabilities
+                    constant_cache[key] = tile_probabilities.clone()  # not a view pinning the whole batch
                 if accumulator is None:
                     num_classes = tile_probabilities.shape[0]
                     accumulator = torch.zeros(
