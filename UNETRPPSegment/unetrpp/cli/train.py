@@ -75,6 +75,9 @@ def add_parser(subparsers) -> None:
     )
     parser.add_argument("--resume", action="store_true", help="continue from the checkpoint")
     parser.add_argument("--progress", choices=("bar", "json", "none"), default="bar")
+    parser.add_argument(
+        "--fp16-weights", action="store_true", help="store weights as float16 (half the size)"
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing OUTPUT")
     parser.set_defaults(run=run)
 
@@ -161,7 +164,9 @@ def run(args: argparse.Namespace) -> int:
         if close is not None:
             close()
     card = card_for(dataset, config, result, title=args.title, notes=args.notes)
-    path = save_trained_model(args.output, result, card, overwrite=args.overwrite)
+    path = save_trained_model(
+        args.output, result, card, overwrite=args.overwrite, use_float16=args.fp16_weights
+    )
     if args.progress != "json":
         mean = result.mean_validation_dice
         score = f"validation mean Dice {mean:.3f}" if mean is not None else "no validation"

@@ -85,9 +85,22 @@ def card_for(
 
 
 def save_trained_model(
-    path: str | Path, result: TrainResult, card: ModelCard, *, overwrite: bool = False
+    path: str | Path,
+    result: TrainResult,
+    card: ModelCard,
+    *,
+    overwrite: bool = False,
+    use_float16: bool = False,
 ) -> Path:
-    """Write the trained network with ``card`` as one ``.unetrpp`` file (CKPT's ``save_model``)."""
+    """Write the trained network with ``card`` as one ``.unetrpp`` file (CKPT's ``save_model``).
+
+    ``use_float16`` stores the floating-point weights as float16: half the file size (the bundled demo
+    model stays under 10 MB this way); loading casts them back to float32, which changes logits by
+    about 1e-3.
+    """
+    import copy
+
     from unetrpp.models.checkpoint import save_model
 
-    return save_model(path, result.network, card, overwrite=overwrite)
+    network = copy.deepcopy(result.network).half() if use_float16 else result.network
+    return save_model(path, network, card, overwrite=overwrite)
