@@ -16,7 +16,7 @@ import SimpleITK as sitk
 
 from unetrpp.errors import UnetrppError
 
-__all__ = ["orientation_code", "reorient", "restore_orientation"]
+__all__ = ["check_orientation_code", "orientation_code", "reorient", "restore_orientation"]
 
 _AXIS_LETTERS = ("LR", "PA", "IS")
 
@@ -40,7 +40,7 @@ def reorient(image: sitk.Image, orientation: str) -> sitk.Image:
     Raises:
         UnetrppError: ``orientation`` is not a valid code.
     """
-    code = _check_code(orientation)
+    code = check_orientation_code(orientation)
     if orientation_code(image) == code:
         return image
     return sitk.DICOMOrient(image, code)
@@ -70,8 +70,9 @@ def restore_orientation(label_map: sitk.Image, reference: sitk.Image) -> sitk.Im
     return restored
 
 
-def _check_code(orientation: str) -> str:
-    code = str(orientation).upper()
+def check_orientation_code(orientation: str) -> str:
+    """The upper-case code, or a one-line error when it is not one of L/R, P/A and I/S each."""
+    code = str(orientation).strip().upper()
     axes = [next((n for n, pair in enumerate(_AXIS_LETTERS) if letter in pair), -1) for letter in code]
     if sorted(axes) == [0, 1, 2]:
         return code

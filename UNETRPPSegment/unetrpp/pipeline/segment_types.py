@@ -12,14 +12,12 @@ from typing import Any
 
 import SimpleITK as sitk
 
-from unetrpp.errors import UnetrppError
 from unetrpp.labels.terminology import Structure
 from unetrpp.models.cards import ModelCard
+from unetrpp.pipeline.geometry import check_orientation_code
 from unetrpp.pipeline.sliding_window import Accumulation, Precision, SlidingWindowConfig
 
 __all__ = ["SegmentOptions", "SegmentResult", "StructureVolume"]
-
-_AXIS_LETTERS = ("LR", "PA", "IS")
 
 
 @dataclass(frozen=True)
@@ -61,7 +59,7 @@ class SegmentOptions:
         if self.structures is not None:
             object.__setattr__(self, "structures", tuple(str(s).strip() for s in self.structures))
         if self.orientation is not None:
-            object.__setattr__(self, "orientation", _check_orientation(self.orientation))
+            object.__setattr__(self, "orientation", check_orientation_code(self.orientation))
         config = self.sliding_window_config()  # validates overlap, precision, batch size, accumulation
         object.__setattr__(self, "precision", config.precision)
         object.__setattr__(self, "accumulation", config.accumulation)
@@ -126,14 +124,3 @@ class SegmentResult:
             "elapsed_seconds": round(self.elapsed_seconds, 3),
             "stage_seconds": {k: round(v, 3) for k, v in self.stage_seconds.items()},
         }
-
-
-def _check_orientation(orientation: str) -> str:
-    code = str(orientation).strip().upper()
-    axes = sorted(next((n for n, pair in enumerate(_AXIS_LETTERS) if letter in pair), -1) for letter in code)
-    if len(code) != 3 or axes != [0, 1, 2]:
-        raise UnetrppError(
-            f"orientation {orientation!r} is not a 3-letter code with one of L/R, one of P/A and one of I/S "
-            "(e.g. RAS or LPS)"
-        )
-    return code
