@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
 import logging
 import sys
 from collections.abc import Sequence
@@ -23,10 +22,7 @@ _COMMANDS = ("segment", "models", "download", "train", "evaluate", "demo")
 
 
 def _command_modules():
-    for name in _COMMANDS:
-        module_name = f"unetrpp.cli.{name}"
-        if importlib.util.find_spec(module_name) is not None:
-            yield importlib.import_module(module_name)
+    return [importlib.import_module(f"unetrpp.cli.{name}") for name in _COMMANDS]
 
 
 def build_parser() -> argparse.ArgumentParser:
