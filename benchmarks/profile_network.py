@@ -7,6 +7,7 @@ most self time, so that a change in ``unetrpp.network.optimize`` can be checked 
     python benchmarks/profile_network.py --optimize            # BN folded, pointwise convs as matmul
     python benchmarks/profile_network.py --optimize --bf16     # plus bf16 autocast
     python benchmarks/profile_network.py --variant acdc --batch 2 --channels-last
+    python benchmarks/profile_network.py --levers --threads 1  # every network-level lever, interleaved
 
 Random weights (seeded): the cost of a forward pass does not depend on the values.
 """
@@ -33,13 +34,73 @@ def _parse_args() -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: leave as is)")
     parser.add_argument("--repeats", type=int, default=3, help="timed forward passes (best is reported)")
     parser.add_argument("--top", type=int, default=20, help="operators to list (0: no profile)")
+    parser.add_argument(
+        "--levers", action="store_true", help="compare the network-level levers one at a time"
+    )
     return parser.parse_args()
+
+
+def compare_levers(variant: str, repeats: int) -> None:
+    """CPU and wall seconds per tile and error against fp32 for each lever, measured interleaved."""
+    torch.manual_seed(0)
+    plain = build_network(variant, deep_supervision=False).eval()
+    with torch.no_grad():  # layer scale starts at 1e-6: make the attention path count in the error
+        for name, parameter in plain.named_parameters():
+            if name.endswith("gamma"):
+                parameter.fill_(0.5)
+    tile = torch.randn(1, plain.config.in_channels, *plain.config.patch_size)
+    tile2 = torch.cat([tile, torch.randn_like(tile)])
+    fold = optimize_for_inference(plain, onednn_convolutions=False)
+    optimized = optimize_for_inference(plain)
+    bf16_weights = optimize_for_inference(plain, dtype=torch.bfloat16)
+    channels_last = optimize_for_inference(plain).to(memory_format=torch.channels_last_3d)
+    tile_cl = tile.contiguous(memory_format=torch.channels_last_3d)
+    fp32, bf16 = contextlib.nullcontext, lambda: torch.autocast("cpu", dtype=torch.bfloat16)
+    levers = {  # name: (network, input, autocast)
+        "fp32 as built": (plain, tile, fp32),
+        "fp32 + BN folded": (fold, tile, fp32),
+        "fp32 + BN folded + convs pinned to oneDNN": (optimized, tile, fp32),
+        "bf16 autocast, as built": (plain, tile, bf16),
+        "bf16 autocast + optimize_for_inference": (optimized, tile, bf16),
+        "bf16 autocast + optimize_for_inference(dtype=bf16)": (bf16_weights, tile, bf16),
+        "bf16 autocast + optimized + channels_last_3d": (channels_last, tile_cl, bf16),
+        "bf16 autocast + optimize(dtype=bf16), batch of 2": (bf16_weights, tile2, bf16),
+    }
+    cpu = {name: [] for name in levers}
+    wall = {name: [] for name in levers}
+    outputs = {}
+    with torch.inference_mode():
+        for name, (network, inputs, autocast) in levers.items():
+            with autocast():
+                outputs[name] = network(inputs)[:1].float()  # warm-up and output for the error
+        for _ in range(repeats):
+            for name, (network, inputs, autocast) in levers.items():
+                with autocast():
+                    start, cpu_start = time.perf_counter(), time.process_time()
+                    network(inputs)
+                    wall[name].append((time.perf_counter() - start) / inputs.shape[0])
+                    cpu[name].append((time.process_time() - cpu_start) / inputs.shape[0])
+    reference = outputs["fp32 as built"]
+    base = min(cpu["fp32 as built"])
+    print(f"{variant}, {torch.get_num_threads()} thread(s), best of {repeats}, seconds per tile")
+    print("| lever | CPU s | vs fp32 | wall s | max rel. error | argmax agreement |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for name in levers:
+        error = float((outputs[name] - reference).abs().max() / reference.abs().max())
+        agreement = float((outputs[name].argmax(1) == reference.argmax(1)).float().mean())
+        print(
+            f"| {name} | {min(cpu[name]):.3f} | {base / min(cpu[name]):.2f}x | {min(wall[name]):.3f} "
+            f"| {error:.1e} | {100 * agreement:.2f}% |"
+        )
 
 
 def main() -> int:
     args = _parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.levers:
+        compare_levers(args.variant, args.repeats)
+        return 0
     torch.manual_seed(0)
     network = build_network(args.variant, deep_supervision=False).eval()
     if args.optimize:
@@ -54,8 +115,15 @@ def main() -> int:
             return torch.autocast("cpu", dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
+    if args.compile:
+        network = torch.compile(network)
     with torch.inference_mode(), autocast():
-        network(tile)  # warm-up: oneDNN primitive creation, allocator
+        start = time.perf_counter()
+        network(tile)  # warm-up: oneDNN primitive creation, allocator; compilation with --compile
+        print(
+            f"first forward (warm-up{', compilation' if args.compile else ''}): "
+            f"{time.perf_counter() - start:.1f} s"
+        )
         times, cpu_times = [], []
         for _ in range(args.repeats):
             start, cpu_start = time.perf_counter(), time.process_time()
@@ -67,6 +135,7 @@ def main() -> int:
         # thread) mostly does not, so levers are compared on both.
         print(
             f"{args.variant} batch={args.batch} optimize={args.optimize} bf16={args.bf16} "
+            f"compile={args.compile} "
             f"channels_last={args.channels_last} threads={torch.get_num_threads()}: "
             f"best {best / args.batch:.3f} s wall, {best_cpu / args.batch:.3f} s CPU per tile; "
             f"wall {[round(t, 2) for t in times]}"
