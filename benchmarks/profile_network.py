@@ -35,6 +35,9 @@ def _parse_args() -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=3, help="timed forward passes (best is reported)")
     parser.add_argument("--top", type=int, default=20, help="operators to list (0: no profile)")
     parser.add_argument(
+        "--compile", action="store_true", help="torch.compile the network (reports compile time)"
+    )
+    parser.add_argument(
         "--levers", action="store_true", help="compare the network-level levers one at a time"
     )
     return parser.parse_args()
