@@ -11,7 +11,7 @@ from unetrpp.errors import Cancelled, OutputExistsError
 from unetrpp.models.checkpoint import load_model_file
 from unetrpp.train.config import TrainConfig
 from unetrpp.train.dataset import write_phantom_dataset
-from unetrpp.train.export import card_for, save_trained_model
+from unetrpp.train.export import annotate_model, card_for, save_trained_model
 from unetrpp.train.loop import TrainingProgress, result_from_checkpoint, train
 from unetrpp.train.phantoms import PhantomOptions
 
@@ -65,6 +65,19 @@ def test_training_lowers_the_loss_and_writes_a_loadable_model(dataset, tmp_path)
     # The exported network equals the trained one.
     for name, tensor in result.network.state_dict().items():
         assert torch.equal(tensor, loaded.network.state_dict()[name]), name
+    # Held-out scores can be added to the card later without touching the weights.
+    annotate_model(path, notes="held-out Dice 0.5", paper_accuracy="n/a")
+    annotated = load_model_file(path)
+    assert annotated.card.notes == "held-out Dice 0.5" and annotated.card.paper_accuracy == "n/a"
+    for name, tensor in loaded.network.state_dict().items():
+        assert torch.equal(tensor, annotated.network.state_dict()[name]), name
+    # float16 storage: half the file, and float32 weights again after loading.
+    small = save_trained_model(tmp_path / "half.unetrpp", result, card, use_float16=True)
+    assert small.stat().st_size < 0.6 * path.stat().st_size
+    weights = load_model_file(small).network.state_dict()
+    assert all(t.dtype != torch.float16 for t in weights.values())
+    name = "out1.conv.conv.weight" if "out1.conv.conv.weight" in weights else next(iter(weights))
+    assert torch.allclose(weights[name], result.network.state_dict()[name], atol=1e-2)
 
 
 @pytest.mark.slow

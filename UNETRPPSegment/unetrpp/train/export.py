@@ -11,7 +11,7 @@ from unetrpp.train.config import TrainConfig
 from unetrpp.train.dataset import TrainingDataset
 from unetrpp.train.loop import TrainResult
 
-__all__ = ["card_for", "save_trained_model", "network_overrides"]
+__all__ = ["card_for", "save_trained_model", "network_overrides", "annotate_model"]
 
 
 def network_overrides(network: Any) -> dict[str, Any]:
@@ -104,3 +104,33 @@ def save_trained_model(
 
     network = copy.deepcopy(result.network).half() if use_float16 else result.network
     return save_model(path, network, card, overwrite=overwrite)
+
+
+def annotate_model(path: str | Path, *, notes: str | None = None, paper_accuracy: str | None = None) -> Path:
+    """Replace the ``notes`` and/or ``paper_accuracy`` of the card inside a ``.unetrpp`` file in place.
+
+    The tensors are copied bit for bit (read and written with safetensors, never through a network),
+    so e.g. held-out scores measured after training can be recorded without touching the weights.
+    """
+    import dataclasses
+    import json
+    import os
+    import uuid
+
+    from safetensors.torch import load_file, save_file
+
+    from unetrpp.models.checkpoint import read_metadata
+
+    path = Path(path)
+    metadata = read_metadata(path)
+    card = ModelCard.from_dict(json.loads(metadata["card"]))
+    changes = {k: v for k, v in (("notes", notes), ("paper_accuracy", paper_accuracy)) if v is not None}
+    metadata = {**metadata, "card": json.dumps(dataclasses.replace(card, **changes).to_dict())}
+    tensors = load_file(str(path))
+    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        save_file(tensors, str(temporary), metadata=metadata)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+    return path
