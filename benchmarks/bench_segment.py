@@ -395,11 +395,13 @@ def _format_report(report: dict) -> str:
         f"Matrix-product peak ({report['matmul_size']}^2): fp32 {peaks['fp32']:.0f} GFLOP/s, "
         f"bf16 {peaks['bf16']:.0f} GFLOP/s.",
         "",
-        "| configuration | " + " | ".join(STAGES) + " | total s | speed-up | CPU s | peak RSS GB "
+        "| configuration | " + " | ".join(STAGES) + " | total s | speed-up | CPU s | CPU-time speed-up "
+        "| peak RSS GB "
         "| tiles run | network GFLOP/s | % of fp32 / bf16 peak |",
         "|---|" + "---:|" * (len(STAGES) + 8),
     ]
     reference_total = runs.get("reference", {}).get("total_seconds")
+    reference_cpu = runs.get("reference", {}).get("cpu_seconds")
     macs = report["complexity"]["bench_network"]["multiply_adds"]
     for config in CONFIGS:
         run = runs.get(config)
@@ -407,10 +409,11 @@ def _format_report(report: dict) -> str:
             continue
         gflops = 2 * macs * run["tiles_run"] / max(run["stage_seconds"]["inference"], 1e-9) / 1e9
         speedup = f"{reference_total / run['total_seconds']:.2f}x" if reference_total else "-"
+        cpu_speedup = f"{reference_cpu / run['cpu_seconds']:.2f}x" if reference_cpu else "-"
         lines.append(
             f"| {config} | "
             + " | ".join(f"{run['stage_seconds'][s]:.1f}" for s in STAGES)
-            + f" | {run['total_seconds']:.1f} | {speedup} | {run['cpu_seconds']:.0f} "
+            + f" | {run['total_seconds']:.1f} | {speedup} | {run['cpu_seconds']:.0f} | {cpu_speedup} "
             f"| {run['peak_rss_bytes'] / 1e9:.2f} | {run['tiles_run']} | {gflops:.0f} "
             f"| {100 * gflops / peaks['fp32']:.0f}% / {100 * gflops / peaks['bf16']:.0f}% |"
         )
@@ -470,6 +473,24 @@ def write_results(path: Path, generated: str) -> None:
     temporary.replace(path)
 
 
+def _results_path(args: argparse.Namespace, out_dir: Path) -> Path:
+    if args.results:
+        return Path(args.results)
+    return out_dir / "RESULTS.md" if args.quick else Path(__file__).with_name("RESULTS.md")
+
+
+def rewrite_report(args: argparse.Namespace) -> int:
+    """Format ``OUT_DIR/results.json`` of an earlier run again (after a change to the report layout)."""
+    out_dir = Path(args.out_dir)
+    report = json.loads((out_dir / "results.json").read_text())
+    for agreement in report["agreement"].values():
+        agreement["dice"] = {int(k): v for k, v in agreement["dice"].items()}
+    generated = _format_report(report)
+    print(generated)
+    write_results(_results_path(args, out_dir), generated)
+    return 0
+
+
 def run_benchmark(args: argparse.Namespace) -> int:
     import torch
 
@@ -518,11 +539,7 @@ def run_benchmark(args: argparse.Namespace) -> int:
     (out_dir / "results.json").write_text(json.dumps(report, indent=2, default=str))
     generated = _format_report(report)
     print(generated)
-    results_path = (
-        Path(args.results)
-        if args.results
-        else (out_dir / "RESULTS.md" if args.quick else Path(__file__).with_name("RESULTS.md"))
-    )
+    results_path = _results_path(args, out_dir)
     write_results(results_path, generated)
     print(f"results: {results_path} and {out_dir / 'results.json'}")
     return 0
@@ -541,12 +558,21 @@ def main(argv: list[str] | None = None) -> int:
         "--results", help="Markdown file to write (default: benchmarks/RESULTS.md; --quick: OUT_DIR)"
     )
     parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="reformat OUT_DIR/results.json of an earlier run; run nothing",
+    )
     parser.add_argument("--worker", choices=CONFIGS, help=argparse.SUPPRESS)
     parser.add_argument("--work-dir", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
         run_worker(args.worker, QUICK if args.quick else FULL, Path(args.work_dir))
         return 0
+    if args.report_only:
+        if not args.out_dir:
+            parser.error("--report-only needs --out-dir")
+        return rewrite_report(args)
     return run_benchmark(args)
 
 
