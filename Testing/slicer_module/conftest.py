@@ -15,5 +15,3 @@ from pathlib import Path
 MODULE_DIR = Path(__file__).resolve().parents[2] / "UNETRPPSegment"
 if str(MODULE_DIR) not in sys.path:
     sys.path.insert(0, str(MODULE_DIR))
-
-from slicer_harness import slicer_app  # noqa: E402, F401  (pytest fixture)

@@ -14,13 +14,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
-import slicer_harness
 import torch
 from unetrpp.cli import main
 from unetrpp.labels.seg_nrrd import read_seg_nrrd
 from unetrpp.labels.terminology import structures_for
 
-slicer_app = slicer_harness.slicer_app
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PATCH = (16, 32, 32)
 

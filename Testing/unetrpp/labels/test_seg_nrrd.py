@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import slicer_harness
-from conftest import shared_path
+from shared_contracts import shared_path
 from unetrpp.errors import OutputExistsError, UnetrppError
 from unetrpp.labels.seg_nrrd import ijk_to_lps, read_seg_nrrd, summarize, write_seg_nrrd
 from unetrpp.labels.terminology import (
@@ -23,7 +23,6 @@ from unetrpp.labels.terminology import (
 )
 
 # The real Slicer core fixture (also available everywhere once conftest registers the plugin).
-slicer_app = slicer_harness.slicer_app
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 SIZE_IJK = (23, 17, 11)  # odd and different per axis, so a transposed axis cannot go unnoticed

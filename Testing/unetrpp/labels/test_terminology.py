@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import shared_path
+from shared_contracts import shared_path
 from unetrpp.errors import UnetrppError
 from unetrpp.labels.terminology import (
     ANATOMIC_CONTEXT,

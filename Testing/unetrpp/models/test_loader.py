@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import shared_path
 from official_files import (
     nnunet_plans,
     sibling_plans_path,
@@ -18,6 +17,7 @@ from official_files import (
     write_official_checkpoint,
     write_official_plans,
 )
+from shared_contracts import shared_path
 from unetrpp.errors import CheckpointError, CheckpointMismatchError, ModelNotFoundError
 from unetrpp.events import Event, StageEvent, WarningEvent
 from unetrpp.models import LoadedModel, load_model, save_model

@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import shared_path
 from official_files import (
     nnunet_plans,
     sibling_plans_path,
@@ -19,6 +18,7 @@ from official_files import (
     write_official_checkpoint,
     write_official_plans,
 )
+from shared_contracts import shared_path
 from unetrpp.errors import CheckpointError, CheckpointMismatchError, UnsafeCheckpointError
 from unetrpp.models import load_official_checkpoint
 from unetrpp.models.cards import NormalizationScheme

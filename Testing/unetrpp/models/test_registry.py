@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import shared_path
+from shared_contracts import shared_path
 from unetrpp.errors import ModelNotFoundError
 from unetrpp.labels.terminology import structures_for
 from unetrpp.models.cards import ModelCard, NormalizationScheme

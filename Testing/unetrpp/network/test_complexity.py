@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 import torch
-from conftest import shared_path
+from shared_contracts import shared_path
 from unetrpp.network import build_network
 from unetrpp.network.complexity import measure_complexity
 

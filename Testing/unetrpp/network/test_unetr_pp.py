@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import shared_path
+from shared_contracts import shared_path
 from unetrpp.network import VARIANTS, build_network
 
 OFFICIAL = ("unetrpp_official",)

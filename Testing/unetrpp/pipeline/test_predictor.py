@@ -293,7 +293,7 @@ REAL_SCANS = {
 
 @pytest.mark.parametrize("scan", list(REAL_SCANS), ids=list(REAL_SCANS))
 def test_real_scans_come_back_on_their_own_grid_voxel_for_voxel(scan):
-    from conftest import shared_path
+    from shared_contracts import shared_path
     from unetrpp.pipeline.io import read_image
 
     path = shared_path("real_inputs", REAL_SCANS[scan])
@@ -315,7 +315,7 @@ def test_real_scans_come_back_on_their_own_grid_voxel_for_voxel(scan):
 
 
 def test_gantry_tilted_dicom_is_refused_in_one_line():
-    from conftest import shared_path
+    from shared_contracts import shared_path
 
     path = shared_path("real_inputs", "dcmqa_ct_gantry_tilt_ge")
     plans = _plans((3.0, 1.0, 1.0))

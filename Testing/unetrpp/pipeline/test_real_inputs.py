@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from conftest import shared_path
+from shared_contracts import shared_path
 from unetrpp.errors import InputImageError
 from unetrpp.models.cards import ChannelNormalization, Plans
 from unetrpp.pipeline.geometry import orientation_code, reorient, restore_orientation
