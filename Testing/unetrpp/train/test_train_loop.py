@@ -42,7 +42,6 @@ def dataset(tmp_path_factory):
     return write_phantom_dataset(tmp_path_factory.mktemp("tiny"), 4, seed=50, options=TINY)
 
 
-@pytest.mark.slow
 def test_training_lowers_the_loss_and_writes_a_loadable_model(dataset, tmp_path):
     events = []
     config = _config(iterations=12, validate_every=6)
@@ -80,7 +79,6 @@ def test_training_lowers_the_loss_and_writes_a_loadable_model(dataset, tmp_path)
     assert torch.allclose(weights[name], result.network.state_dict()[name], atol=1e-2)
 
 
-@pytest.mark.slow
 def test_same_seed_reproduces_the_run_and_resume_continues_it_exactly(dataset, tmp_path):
     full = train(dataset, _config(), checkpoint_dir=tmp_path / "full")
 
@@ -104,7 +102,6 @@ def test_same_seed_reproduces_the_run_and_resume_continues_it_exactly(dataset, t
     )
 
 
-@pytest.mark.slow
 def test_cli_generates_phantoms_and_trains(tmp_path, capsys):
     code = main(
         [

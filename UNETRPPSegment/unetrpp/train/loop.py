@@ -13,7 +13,6 @@ import math
 import os
 import random
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from unetrpp.models.cards import Plans
 from unetrpp.train.config import OptimizerKind, TrainConfig
 from unetrpp.train.dataset import TrainingDataset, intensity_normalization, median_spacing_zyx
 from unetrpp.train.losses import DeepSupervisionLoss
+from unetrpp.train.sampling import load_cases, random_batch, validate
 
 __all__ = [
     "TrainingProgress",
@@ -122,74 +122,6 @@ def _split(dataset: TrainingDataset, config: TrainConfig) -> tuple[list, list]:
     return training, validation
 
 
-def _load_cases(
-    cases: Sequence, plans: Plans, config: TrainConfig, on_event: EventCallback | None
-) -> list[dict]:
-    from unetrpp.train.transforms import preprocess_transforms, sampling_transforms
-
-    transform = preprocess_transforms(plans, config.orientation)
-    sampling = sampling_transforms(plans.patch_size_zyx)
-    loaded = []
-    for case in cases:
-        item = transform({"image": [str(p) for p in case.images], "label": str(case.label)})
-        loaded.append({**sampling({"image": item["image"], "label": item["label"]}), "name": case.name})
-    emit(on_event, StageEvent("training", f"preprocessed {len(cases)} case(s)"))
-    return loaded
-
-
-def _plain(array) -> torch.Tensor:
-    return array.as_tensor() if hasattr(array, "as_tensor") else torch.as_tensor(array)
-
-
-def _batch(cases: list[dict], augment, rng: np.random.Generator, batch_size: int, device: torch.device):
-    images, labels = [], []
-    for index in rng.integers(0, len(cases), size=batch_size):
-        augment.set_random_state(seed=int(rng.integers(0, 2**31 - 1)))
-        case = cases[index]
-        keys = ("image", "label", "label_fg_indices", "label_bg_indices")
-        sample = augment({key: case[key] for key in keys})[0]
-        # plain tensors: MONAI's MetaTensor would wrap every network operation (much slower)
-        images.append(_plain(sample["image"]).float())
-        labels.append(_plain(sample["label"]).long())
-    return torch.stack(images).to(device), torch.stack(labels).to(device)
-
-
-def _validate(
-    network, cases: list[dict], plans: Plans, device: torch.device
-) -> tuple[tuple[int, float], ...]:
-    """Sliding-window Dice per label on the preprocessed validation cases (resampled grid)."""
-    from monai.inferers import sliding_window_inference
-
-    from unetrpp.evaluate.metrics import dice_per_label
-
-    if not cases:
-        return ()
-    network.eval()
-    previous = network.deep_supervision
-    network.deep_supervision = False
-    labels = list(range(1, plans.num_classes))
-    scores: dict[int, list[float]] = {value: [] for value in labels}
-    try:
-        with torch.inference_mode():
-            for case in cases:
-                image = _plain(case["image"]).permute(0, 3, 2, 1)[None].float().to(device)
-                logits = sliding_window_inference(
-                    image, plans.patch_size_zyx, 2, network, overlap=0.25, mode="gaussian"
-                )
-                prediction = logits.argmax(1)[0].cpu().numpy()
-                truth = _plain(case["label"]).permute(0, 3, 2, 1)[0].numpy()
-                for value, dice in dice_per_label(prediction, truth, labels):
-                    scores[value].append(dice)
-    finally:
-        network.deep_supervision = previous
-        network.train()
-    result = []
-    for value in labels:
-        present = [d for d in scores[value] if not math.isnan(d)]
-        result.append((value, float(np.mean(present)) if present else float("nan")))
-    return tuple(result)
-
-
 def _optimizer(network, config: TrainConfig) -> torch.optim.Optimizer:
     lr, decay = config.resolved_learning_rate, config.resolved_weight_decay
     if config.optimizer is OptimizerKind.SGD:
@@ -252,8 +184,8 @@ def train(
                 "training", f"{len(training_cases)} training, {len(validation_cases)} validation cases"
             ),
         )
-        training = _load_cases(training_cases, plans, config, on_event)
-        validation = _load_cases(validation_cases, plans, config, on_event)
+        training = load_cases(training_cases, plans, config, on_event)
+        validation = load_cases(validation_cases, plans, config, on_event)
         _seed_everything(config.seed, -1)
         network = _build_network(dataset, plans, config, deep_supervision=True).to(device)
         optimizer = _optimizer(network, config)
@@ -280,7 +212,7 @@ def train(
             learning_rate = config.resolved_learning_rate * (1 - iteration / config.iterations) ** 0.9
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate
-            images, labels = _batch(training, augment, rng, config.batch_size, device)
+            images, labels = random_batch(training, augment, rng, config.batch_size, device)
             optimizer.zero_grad(set_to_none=True)
             with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
                 loss = loss_function(network(images), labels)
@@ -295,7 +227,7 @@ def train(
             if iteration % config.validate_every == 0 or iteration == config.iterations:
                 losses.append(float(np.mean(block_losses)))
                 block_losses = []
-                validation_dice = _validate(network, validation, plans, device)
+                validation_dice = validate(network, validation, plans, device)
                 state = {
                     "network": network.state_dict(),
                     "optimizer": optimizer.state_dict(),

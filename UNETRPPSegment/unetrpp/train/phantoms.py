@@ -15,11 +15,12 @@ phantom exercises the pipeline's geometry handling too. Everything derives from 
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
 import SimpleITK as sitk
+
+from unetrpp.train.phantom_canvas import AIR_HU, Canvas, blob_mask, random_rotation, tube_mask
 
 __all__ = ["PHANTOM_LABELS", "PhantomOptions", "Phantom", "generate_phantom"]
 
@@ -42,8 +43,6 @@ _SPLEEN, _RIGHT_KIDNEY, _LEFT_KIDNEY, _GALLBLADDER, _LIVER, _STOMACH, _AORTA, _I
 
 # Storage orientations (sitk.DICOMOrient codes: the direction each index axis increases towards).
 _ORIENTATIONS = ("LPS", "RAS", "LAS", "RPS", "LPI", "RAI", "RPI", "LAI")
-
-_AIR_HU = -1000.0
 
 
 @dataclass(frozen=True)
@@ -96,102 +95,7 @@ class Phantom:
     orientation: str
 
 
-class _Canvas:
-    """An LPS-aligned voxel grid being painted: HU array, label array, and physical coordinates."""
-
-    def __init__(self, shape_zyx: tuple[int, int, int], spacing_xyz: np.ndarray, origin_xyz: np.ndarray):
-        self.shape_zyx = shape_zyx
-        self.spacing_xyz = spacing_xyz
-        self.origin_xyz = origin_xyz
-        self.hu = np.full(shape_zyx, _AIR_HU, dtype=np.float32)
-        self.labels = np.zeros(shape_zyx, dtype=np.uint8)
-
-    def block(self, low_xyz: np.ndarray, high_xyz: np.ndarray):
-        """Index slices and physical coordinate arrays (z, y, x broadcastable) of a bounding box."""
-        size_xyz = np.array(self.shape_zyx[::-1])
-        start = np.clip(np.floor((low_xyz - self.origin_xyz) / self.spacing_xyz).astype(int), 0, size_xyz)
-        stop = np.clip(np.ceil((high_xyz - self.origin_xyz) / self.spacing_xyz).astype(int) + 1, 0, size_xyz)
-        if np.any(stop <= start):
-            return None
-        axes = [self.origin_xyz[a] + self.spacing_xyz[a] * np.arange(start[a], stop[a]) for a in range(3)]
-        x = axes[0].astype(np.float32)[None, None, :]
-        y = axes[1].astype(np.float32)[None, :, None]
-        z = axes[2].astype(np.float32)[:, None, None]
-        index = (slice(start[2], stop[2]), slice(start[1], stop[1]), slice(start[0], stop[0]))
-        return index, x, y, z
-
-    def paint(self, index, mask: np.ndarray, hu: float | np.ndarray, label: int | None) -> None:
-        hu_view = self.hu[index]
-        if isinstance(hu, np.ndarray):
-            hu_view[mask] = hu[mask]
-        else:
-            hu_view[mask] = hu
-        if label is not None:
-            self.labels[index][mask] = label
-
-
-def _rotation(rng: np.random.Generator, max_degrees: tuple[float, float, float]) -> np.ndarray:
-    """Random rotation matrix from small angles about x, y and z (degrees at most as given)."""
-    ax, ay, az = (math.radians(rng.uniform(-m, m)) for m in max_degrees)
-    rx = np.array([[1, 0, 0], [0, math.cos(ax), -math.sin(ax)], [0, math.sin(ax), math.cos(ax)]])
-    ry = np.array([[math.cos(ay), 0, math.sin(ay)], [0, 1, 0], [-math.sin(ay), 0, math.cos(ay)]])
-    rz = np.array([[math.cos(az), -math.sin(az), 0], [math.sin(az), math.cos(az), 0], [0, 0, 1]])
-    return rz @ ry @ rx
-
-
-def _blob(
-    canvas: _Canvas,
-    rng: np.random.Generator,
-    centre_xyz: np.ndarray,
-    semi_axes_mm: np.ndarray,
-    rotation: np.ndarray,
-    wobble: float = 0.12,
-):
-    """Mask of a deformed ellipsoid: ``|u|^2 (1 + sum of low-frequency sines) < 1`` in its own frame."""
-    reach = semi_axes_mm.max() * (1.0 + 2 * wobble)
-    found = canvas.block(centre_xyz - reach, centre_xyz + reach)
-    if found is None:
-        return None, None
-    index, x, y, z = found
-    dx, dy, dz = x - centre_xyz[0], y - centre_xyz[1], z - centre_xyz[2]
-    # u = R^T (p - c) / semi_axes
-    u = [
-        (rotation[0, k] * dx + rotation[1, k] * dy + rotation[2, k] * dz) / semi_axes_mm[k] for k in range(3)
-    ]
-    radius2 = u[0] ** 2 + u[1] ** 2 + u[2] ** 2
-    factor = np.ones_like(radius2)
-    for _ in range(3):
-        direction = rng.normal(size=3)
-        direction *= rng.uniform(1.5, 3.0) / np.linalg.norm(direction)
-        phase = rng.uniform(0, 2 * math.pi)
-        factor = factor + wobble / 3 * 2 * np.sin(
-            direction[0] * u[0] + direction[1] * u[1] + direction[2] * u[2] + phase
-        )
-    return index, radius2 * factor < 1.0
-
-
-def _tube(canvas: _Canvas, points_xyz: np.ndarray, radii_mm: np.ndarray):
-    """Mask of the union of capsules along a polyline (radius interpolated along each segment)."""
-    reach = radii_mm.max() + 1.0
-    found = canvas.block(points_xyz.min(axis=0) - reach, points_xyz.max(axis=0) + reach)
-    if found is None:
-        return None, None
-    index, x, y, z = found
-    inside = np.zeros(np.broadcast_shapes(x.shape, y.shape, z.shape), dtype=bool)
-    for start, stop, r0, r1 in zip(points_xyz[:-1], points_xyz[1:], radii_mm[:-1], radii_mm[1:]):
-        segment = stop - start
-        length2 = float(segment @ segment)
-        t = (
-            (x - start[0]) * segment[0] + (y - start[1]) * segment[1] + (z - start[2]) * segment[2]
-        ) / length2
-        t = np.clip(t, 0.0, 1.0)
-        distance2 = (x - start[0] - t * segment[0]) ** 2 + (y - start[1] - t * segment[1]) ** 2
-        distance2 = distance2 + (z - start[2] - t * segment[2]) ** 2
-        inside |= distance2 < (r0 + t * (r1 - r0)) ** 2
-    return index, inside
-
-
-def _paint_body(canvas: _Canvas, rng: np.random.Generator, half_x: float, half_y: float) -> np.ndarray:
+def _paint_body(canvas: Canvas, rng: np.random.Generator, half_x: float, half_y: float) -> np.ndarray:
     """Fat, muscle wall and visceral fat; returns the (z, y, x) mask of the abdominal cavity."""
     _, x, y, z = canvas.block(canvas.origin_xyz, canvas.origin_xyz + 1e9)
     angle = np.arctan2(y / half_y, x / half_x)
@@ -213,7 +117,7 @@ def _paint_body(canvas: _Canvas, rng: np.random.Generator, half_x: float, half_y
     return np.broadcast_to(cavity, canvas.shape_zyx)
 
 
-def _paint_spine(canvas: _Canvas, rng: np.random.Generator, spine_y: float, radius_mm: float) -> None:
+def _paint_spine(canvas: Canvas, rng: np.random.Generator, spine_y: float, radius_mm: float) -> None:
     """Vertebral bodies (cortical shell, cancellous core, discs) and the posterior elements."""
     found = canvas.block(
         np.array([-radius_mm - 30, spine_y - radius_mm - 2, -1e9]),
@@ -261,15 +165,15 @@ def generate_phantom(seed: int, options: PhantomOptions = PhantomOptions()) -> P
     s = options.scale
     half_x, half_y, half_z = rng.uniform(135, 165) * s, rng.uniform(95, 118) * s, rng.uniform(65, 85) * s
     spacing_xyz, size_xyz, origin_xyz = _grid(rng, options, half_x, half_y, half_z)
-    canvas = _Canvas(tuple(int(v) for v in size_xyz[::-1]), spacing_xyz, origin_xyz)
+    canvas = Canvas(tuple(int(v) for v in size_xyz[::-1]), spacing_xyz, origin_xyz)
     cavity = _paint_body(canvas, rng, half_x, half_y)
 
     spine_radius = rng.uniform(15, 19) * s
     spine_y = 0.45 * half_y
 
     def organ(label, centre, semi, degrees, hu, wobble=0.12, core=None):
-        rotation = _rotation(rng, degrees)
-        index, mask = _blob(
+        rotation = random_rotation(rng, degrees)
+        index, mask = blob_mask(
             canvas, rng, np.asarray(centre, float), np.asarray(semi, float) * s, rotation, wobble
         )
         if index is None:
@@ -277,7 +181,7 @@ def generate_phantom(seed: int, options: PhantomOptions = PhantomOptions()) -> P
         mask &= cavity[index]
         canvas.paint(index, mask, hu, label)
         if core is not None:  # an inner region with another density (renal sinus, gastric content)
-            inner_index, inner = _blob(
+            inner_index, inner = blob_mask(
                 canvas, rng, np.asarray(centre, float), np.asarray(semi, float) * s * core[0], rotation, 0.05
             )
             if inner_index is not None:
@@ -354,7 +258,7 @@ def generate_phantom(seed: int, options: PhantomOptions = PhantomOptions()) -> P
         + rng.uniform(-5, 5, size=(4, 3)) * s
     )
     radii = np.array([rng.uniform(12, 15), rng.uniform(9, 12), rng.uniform(8, 11), rng.uniform(7, 10)]) * s
-    index, mask = _tube(canvas, pancreas, radii)
+    index, mask = tube_mask(canvas, pancreas, radii)
     if index is not None:
         canvas.paint(index, mask & cavity[index], rng.uniform(80, 110), _PANCREAS)
     kidney_hu = rng.uniform(150, 200)
@@ -378,13 +282,13 @@ def generate_phantom(seed: int, options: PhantomOptions = PhantomOptions()) -> P
         ends = np.array(
             [(x, y, -half_z * 1.2), (x + rng.uniform(-5, 5), y + rng.uniform(-5, 5), half_z * 1.2)]
         )
-        index, mask = _tube(canvas, ends, np.array([radius, radius]) * s)
+        index, mask = tube_mask(canvas, ends, np.array([radius, radius]) * s)
         canvas.paint(index, mask & cavity[index], hu, label)
     _paint_spine(canvas, rng, spine_y, spine_radius)
 
     noise_sd = rng.uniform(*options.noise_sd_hu)
     hu = canvas.hu + rng.normal(0.0, noise_sd, size=canvas.shape_zyx).astype(np.float32)
-    hu[canvas.hu <= _AIR_HU] = _AIR_HU  # air outside the body stays clean, as on a real scanner's FOV edge
+    hu[canvas.hu <= AIR_HU] = AIR_HU  # air outside the body stays clean, as on a real scanner's FOV edge
     image = sitk.GetImageFromArray(np.clip(np.rint(hu), -1024, 3071).astype(np.int16))
     label_map = sitk.GetImageFromArray(canvas.labels)
     for item in (image, label_map):
