@@ -411,7 +411,7 @@ def _format_report(report: dict) -> str:
         speedup = f"{reference_total / run['total_seconds']:.2f}x" if reference_total else "-"
         cpu_speedup = f"{reference_cpu / run['cpu_seconds']:.2f}x" if reference_cpu else "-"
         lines.append(
-            f"| {config} | "
+            f"| {config} ({run['threads']} thread{'s' if run['threads'] > 1 else ''}) | "
             + " | ".join(f"{run['stage_seconds'][s]:.1f}" for s in STAGES)
             + f" | {run['total_seconds']:.1f} | {speedup} | {run['cpu_seconds']:.0f} | {cpu_speedup} "
             f"| {run['peak_rss_bytes'] / 1e9:.2f} | {run['tiles_run']} | {gflops:.0f} "

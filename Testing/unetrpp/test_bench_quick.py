@@ -48,5 +48,5 @@ def test_quick_benchmark_writes_table_and_json_for_all_three_configurations(tmp_
 
     text = results_md.read_text()
     assert text.startswith("# Hand-written notes\n\nkept across runs\n")
-    assert "| reference |" in text and "| default |" in text and "| fast |" in text
-    assert "| reference |" in completed.stdout
+    assert "| reference (" in text and "| default (" in text and "| fast (" in text
+    assert "| reference (" in completed.stdout
