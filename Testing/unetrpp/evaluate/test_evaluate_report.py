@@ -110,3 +110,18 @@ def test_cli_prints_the_table_and_writes_files(tmp_path, capsys):
     assert [s["name"] for s in data["structures"]][:2] == ["spleen", "right kidney"]
     assert (tmp_path / "r.md").read_text().startswith("| structure |")
     assert main(["evaluate", str(tmp_path / "missing.nii.gz"), str(tmp_path / "truth.nii.gz")]) == 2
+
+
+def test_a_prediction_cropped_to_its_segments_is_padded_back_onto_the_truth_grid(tmp_path):
+    prediction, truth = _pair(0)
+    # Slicer may save a segmentation cropped to its segments: same spacing and axes, whole-voxel offset.
+    cropped = sitk.RegionOfInterest(prediction, size=[26, 26, 10], index=[3, 3, 1])
+    sitk.WriteImage(cropped, str(tmp_path / "pred.nrrd"))
+    sitk.WriteImage(truth, str(tmp_path / "truth.nrrd"))
+    report = evaluate(tmp_path / "pred.nrrd", tmp_path / "truth.nrrd")
+    assert [s.dice for s in report.cases[0].scores] == [1.0, 1.0]
+    shifted = sitk.RegionOfInterest(prediction, size=[26, 26, 10], index=[3, 3, 1])
+    shifted.SetOrigin([o + 0.3 for o in shifted.GetOrigin()])  # not on the truth's voxel lattice
+    sitk.WriteImage(shifted, str(tmp_path / "shifted.nrrd"))
+    with pytest.raises(InputImageError, match="different voxel grids"):
+        evaluate(tmp_path / "shifted.nrrd", tmp_path / "truth.nrrd")
