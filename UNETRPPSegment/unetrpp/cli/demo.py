@@ -9,6 +9,16 @@ from pathlib import Path
 __all__ = ["add_parser", "run"]
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from error
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "demo",
@@ -27,6 +37,12 @@ def add_parser(subparsers) -> None:
         "--model", default="demo", help="model name or .unetrpp file (default: the bundled demo)"
     )
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads (default: torch's; 1 is fastest on a busy machine)",
+    )
     parser.add_argument("--progress", choices=("bar", "none"), default="bar", help="progress on stderr")
     parser.add_argument("--overwrite", action="store_true", help="replace files of an earlier demo run")
     parser.set_defaults(run=run)
@@ -66,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
         model=args.model,
         device=args.device,
         overwrite=args.overwrite,
+        num_threads=args.threads,
         on_event=_progress() if args.progress == "bar" else None,
     )
     print(f"phantom image:   {result.image_path}")

@@ -50,10 +50,13 @@ def run_demo(
     model: str | Path = "demo",
     device: str = "auto",
     overwrite: bool = False,
+    num_threads: int | None = None,
     on_event: EventCallback | None = None,
 ) -> DemoResult:
     """Write ``phantom_SEED.nrrd`` (image), ``phantom_SEED_truth.seg.nrrd`` and the model's
     ``phantom_SEED.seg.nrrd`` into ``output_dir`` and score the prediction against the truth.
+
+    ``num_threads`` sets torch's CPU threads for the segmentation (restored afterwards); None keeps them.
 
     Raises:
         OutputExistsError: one of the three files exists and ``overwrite`` is False.
