@@ -39,7 +39,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument(
         "--threads",
-        type=int,
+        type=_positive_int,
         default=None,
         help="torch CPU threads (default: torch's; 1 is fastest on a busy machine)",
     )
