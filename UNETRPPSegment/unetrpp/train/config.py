@@ -76,6 +76,8 @@ class TrainConfig:
             raise ValueError("iterations, batch_size and validate_every must be >= 1")
         if not 0.0 <= self.validation_fraction < 1.0:
             raise ValueError(f"validation_fraction must lie in [0, 1), got {self.validation_fraction}")
+        if self.num_threads is not None and self.num_threads < 1:
+            raise ValueError(f"num_threads must be at least 1, got {self.num_threads}")
         if len(self.orientation) != 3:
             raise ValueError(f"orientation must be a 3-letter code such as 'RAS', got {self.orientation!r}")
 
