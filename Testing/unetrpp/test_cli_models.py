@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 from unetrpp.cli import main
-from unetrpp.cli.download import progress_bar_callback
+from unetrpp.cli.terminal import TerminalProgress
 from unetrpp.events import ProgressEvent, StageEvent
 from unetrpp.models import store
 from unetrpp.network import build_network
@@ -158,13 +158,13 @@ def test_download_of_unknown_model_fails_cleanly(capsys):
 def test_download_rejects_a_non_positive_timeout(capsys):
     with pytest.raises(SystemExit):
         main(["download", "lung", "--timeout", "0"])
-    assert "positive number of seconds" in capsys.readouterr().err
+    assert "must be a positive number" in capsys.readouterr().err
 
 
 def test_progress_bar_draws_bytes_on_stderr(monkeypatch):
     stderr = io.StringIO()
     monkeypatch.setattr(sys, "stderr", stderr)
-    bar = progress_bar_callback()
+    bar = TerminalProgress(unit="B")
     bar(StageEvent("download", "Downloading model_final_checkpoint.model from example.org"))
     for done in (0, 1_000_000, 2_000_000):
         bar(ProgressEvent("download", done, 2_000_000))

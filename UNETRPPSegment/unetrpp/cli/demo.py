@@ -3,20 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
+from unetrpp.cli.terminal import TerminalProgress, positive_int
+
 __all__ = ["add_parser", "run"]
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from error
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
 def add_parser(subparsers) -> None:
@@ -39,7 +30,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument(
         "--threads",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         help="torch CPU threads (default: torch's; 1 is fastest on a busy machine)",
     )
@@ -48,43 +39,25 @@ def add_parser(subparsers) -> None:
     parser.set_defaults(run=run)
 
 
-def _progress():
-    from tqdm import tqdm
-
-    from unetrpp.events import ProgressEvent, StageEvent
-
-    bars: dict = {}
-
-    def on_event(event) -> None:
-        if isinstance(event, StageEvent):
-            print(f"{event.stage}: {event.message}" if event.message else event.stage, file=sys.stderr)
-        elif isinstance(event, ProgressEvent) and event.total:
-            bar = bars.get(event.stage)
-            if bar is None:
-                bar = bars[event.stage] = tqdm(
-                    total=event.total, desc=event.stage, file=sys.stderr, leave=False
-                )
-            bar.update(event.done - bar.n)
-            if event.done >= event.total:
-                bar.close()
-
-    return on_event
-
-
 def run(args: argparse.Namespace) -> int:
     import math
 
     from unetrpp.train.demo import DEMO_SEED, run_demo
 
-    result = run_demo(
-        args.output,
-        seed=DEMO_SEED if args.seed is None else args.seed,
-        model=args.model,
-        device=args.device,
-        overwrite=args.overwrite,
-        num_threads=args.threads,
-        on_event=_progress() if args.progress == "bar" else None,
-    )
+    bar = TerminalProgress(unit="tile") if args.progress == "bar" else None
+    try:
+        result = run_demo(
+            args.output,
+            seed=DEMO_SEED if args.seed is None else args.seed,
+            model=args.model,
+            device=args.device,
+            overwrite=args.overwrite,
+            num_threads=args.threads,
+            on_event=bar,
+        )
+    finally:
+        if bar is not None:
+            bar.close()
     print(f"phantom image:   {result.image_path}")
     print(f"truth:           {result.truth_path}")
     print(f"segmentation:    {result.segmentation_path}")

@@ -47,6 +47,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from unetrpp.cli.terminal import TerminalProgress, positive_int
+
 __all__ = ["add_parser", "run"]
 
 _LABELMAP_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha")
@@ -59,16 +61,6 @@ def _overlap(text: str) -> float:
         raise argparse.ArgumentTypeError(f"overlap must be a number in [0, 1), got {text!r}") from error
     if not 0.0 <= value < 1.0:
         raise argparse.ArgumentTypeError(f"overlap must be in [0, 1), got {value}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from error
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
     return value
 
 
@@ -113,7 +105,7 @@ def add_parser(subparsers: Any) -> None:
         help="forward-pass arithmetic",
     )
     parser.add_argument(
-        "--batch-size", type=_positive_int, default=1, help="tiles per forward pass (default 1)"
+        "--batch-size", type=positive_int, default=1, help="tiles per forward pass (default 1)"
     )
     parser.add_argument(
         "--accumulation",
@@ -177,7 +169,7 @@ def _run(args: argparse.Namespace, emitter: Any) -> int:
 
         raise UnetrppError(f"--labelmap {args.labelmap} must end in one of {', '.join(_LABELMAP_SUFFIXES)}")
 
-    bar = _ProgressBar() if args.progress == "bar" else None
+    bar = TerminalProgress(unit="tile") if args.progress == "bar" else None
     on_event = emitter if emitter is not None else bar
     try:
         result = segment(inputs, args.model, output, options, on_event=on_event, overwrite=args.overwrite)
@@ -234,33 +226,3 @@ def _table(volumes: Any) -> str:
     lines = [f"{'structure':<{width}}  {'voxels':>10}  {'volume mL':>10}"]
     lines += [f"{v.name:<{width}}  {v.voxels:>10d}  {v.volume_ml:>10.2f}" for v in volumes]
     return "\n".join(lines)
-
-
-class _ProgressBar:
-    """``on_event`` for terminals: stage lines and a tqdm bar for the tiles, all on stderr."""
-
-    def __init__(self) -> None:
-        self._bar: Any = None
-
-    def __call__(self, event: Any) -> None:
-        from tqdm import tqdm
-
-        from unetrpp.events import ProgressEvent, StageEvent, WarningEvent
-
-        if isinstance(event, StageEvent):
-            self.close()
-            tqdm.write(f"{event.stage}: {event.message}", file=sys.stderr)
-        elif isinstance(event, WarningEvent):
-            tqdm.write(f"unetrpp: warning: {event.message}", file=sys.stderr)
-        elif isinstance(event, ProgressEvent):
-            if self._bar is None or self._bar.total != event.total:
-                self.close()
-                self._bar = tqdm(
-                    total=event.total, desc=event.stage, unit="tile", file=sys.stderr, leave=False
-                )
-            self._bar.update(event.done - self._bar.n)
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.close()
-            self._bar = None
