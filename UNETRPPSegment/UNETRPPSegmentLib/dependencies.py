@@ -27,7 +27,7 @@ logger = logging.getLogger(__name__)
 
 REQUIREMENTS_FILE = Path(__file__).resolve().parents[1] / "Resources" / "requirements.txt"
 # Import names of what the child process needs besides the packages Slicer ships.
-REQUIRED_IMPORTS = ("torch", "monai", "scipy", "platformdirs", "safetensors", "tqdm", "slicerio")
+REQUIRED_IMPORTS = ("torch", "monai", "scipy", "platformdirs", "safetensors", "tqdm", "slicerio", "psutil")
 # Distributions Slicer (or the PyTorch extension) provides; pip must leave them alone.
 NEVER_REPLACED = ("SimpleITK", "torch")
 

@@ -92,8 +92,23 @@ def kill_process_tree(pid: int, timeout_seconds: float = 2.0) -> bool:
     for process in reversed(processes):
         with contextlib.suppress(psutil.NoSuchProcess):
             process.kill()
-    _, alive = psutil.wait_procs(processes, timeout=timeout_seconds)
-    return not alive
+    deadline = time.monotonic() + timeout_seconds
+    while True:
+        alive = [process for process in processes if is_running(process)]
+        if not alive or time.monotonic() >= deadline:
+            return not alive
+        psutil.wait_procs(alive, timeout=0.05)
+
+
+def is_running(process) -> bool:
+    """Whether a psutil process still runs. A killed grandchild stays a zombie until an init process
+    reaps it, which some container inits never do promptly; a zombie runs no code, so it counts as gone."""
+    import psutil
+
+    try:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 class ProcessRunner:
