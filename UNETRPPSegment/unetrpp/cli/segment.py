@@ -39,14 +39,12 @@ Nothing is left half-written: every output file is written under a temporary nam
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from unetrpp.atomic import atomic_output
 from unetrpp.cli.terminal import TerminalProgress, positive_int
 
 __all__ = ["add_parser", "run"]
@@ -197,28 +195,16 @@ def _check_extra_output(path: Path, overwrite: bool) -> None:
 
 
 def _write_atomically(path: Path, data: bytes) -> None:
-    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
-        os.replace(temp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temp)
+    with atomic_output(path) as temporary:
+        temporary.write_bytes(data)
 
 
 def _write_label_image(image: Any, path: Path) -> None:
     import SimpleITK as sitk
 
     suffix = next(s for s in _LABELMAP_SUFFIXES if path.name.lower().endswith(s))
-    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".part{suffix}", dir=path.parent)
-    os.close(handle)
-    try:
-        sitk.WriteImage(image, temp, useCompression=True)
-        os.replace(temp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temp)
+    with atomic_output(path, suffix=suffix) as temporary:
+        sitk.WriteImage(image, str(temporary), useCompression=True)
 
 
 def _table(volumes: Any) -> str:

@@ -11,7 +11,6 @@ import csv
 import io
 import json
 import math
-import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from unetrpp.atomic import atomic_output
 from unetrpp.errors import InputImageError, OutputExistsError
 from unetrpp.evaluate.metrics import StructureScore, score_label_maps
 
@@ -133,9 +133,8 @@ class EvaluationReport:
             raise InputImageError(f"report {path.name}: use a .csv, .json or .md file name")
         if path.exists() and not overwrite:
             raise OutputExistsError(f"{path} exists; choose another name or pass --overwrite")
-        temporary = path.with_name(f".{path.name}.tmp")
-        temporary.write_text(formats[path.suffix.lower()](), encoding="utf-8")
-        os.replace(temporary, path)
+        with atomic_output(path) as temporary:
+            temporary.write_text(formats[path.suffix.lower()](), encoding="utf-8")
         return path
 
 

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,6 +24,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
+from unetrpp.atomic import atomic_output
 from unetrpp.errors import CheckpointError, OutputExistsError
 from unetrpp.models.cards import ModelCard
 from unetrpp.models.loader import LoadedModel
@@ -111,14 +110,10 @@ def save_model(path: str | Path, network: UNETRPP, card: ModelCard, *, overwrite
         "aliases": json.dumps(aliases),
     }
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
+    with atomic_output(path) as temporary:
         save_file(tensors, str(temporary), metadata=metadata)
         if path.exists() and not overwrite:  # appeared while we were writing
             raise OutputExistsError(f"{path} exists; choose another name or pass overwrite")
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
     logger.info("saved %s (%d tensors, %d aliases)", path, len(tensors), len(aliases))
     return path
 

@@ -6,11 +6,11 @@ import dataclasses
 import datetime
 import json
 import logging
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from unetrpp.atomic import atomic_output
 
 __all__ = ["RECORD_NAME", "WeightsRecord", "read_record", "write_record", "utc_now"]
 
@@ -61,14 +61,8 @@ def read_record(folder: Path) -> WeightsRecord | None:
 
 def write_record(folder: Path, record: WeightsRecord) -> None:
     """Write ``record.json`` atomically (temporary file, then rename)."""
-    handle, temporary = tempfile.mkstemp(prefix=".record.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            json.dump(record.to_dict(), stream, indent=2)
-            stream.write("\n")
-        os.replace(temporary, folder / RECORD_NAME)
-    finally:
-        Path(temporary).unlink(missing_ok=True)
+    with atomic_output(folder / RECORD_NAME) as temporary:
+        temporary.write_text(json.dumps(record.to_dict(), indent=2) + "\n", encoding="utf-8")
 
 
 def utc_now() -> str:

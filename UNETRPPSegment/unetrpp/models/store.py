@@ -24,6 +24,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from unetrpp.atomic import atomic_output
 from unetrpp.errors import CheckpointError, DownloadError, ModelNotFoundError, OutputExistsError, UnetrppError
 from unetrpp.events import EventCallback, StageEvent, emit
 from unetrpp.models.archive import extract_checkpoint
@@ -327,15 +328,9 @@ def _official_filename(card: ModelCard) -> str:
 
 def _copy_atomically(source: Path, target: Path) -> str:
     """Copy to a unique temporary name beside ``target``, then rename; returns the SHA256 of the copy."""
-    handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(handle)
-    try:
+    with atomic_output(target) as temporary:
         shutil.copyfile(source, temporary)
         digest = sha256_of(temporary)
-        os.replace(temporary, target)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
     return digest
 
 

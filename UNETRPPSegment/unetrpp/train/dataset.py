@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from unetrpp.atomic import atomic_output
 from unetrpp.errors import InputImageError, OutputExistsError
 from unetrpp.events import EventCallback, ProgressTracker
 from unetrpp.models.cards import ChannelNormalization, NormalizationScheme
@@ -156,14 +155,8 @@ def read_dataset(root: str | Path) -> TrainingDataset:
 
 
 def _write_image(image: sitk.Image, path: Path) -> None:
-    handle, temporary = tempfile.mkstemp(suffix=".nii.gz", dir=path.parent)
-    os.close(handle)
-    try:
-        sitk.WriteImage(image, temporary, useCompression=True)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
+    with atomic_output(path, suffix=".nii.gz") as temporary:
+        sitk.WriteImage(image, str(temporary), useCompression=True)
 
 
 def write_phantom_dataset(

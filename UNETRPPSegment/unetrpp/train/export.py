@@ -6,6 +6,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from unetrpp.atomic import atomic_output
 from unetrpp.models.cards import ModelCard
 from unetrpp.train.config import TrainConfig
 from unetrpp.train.dataset import TrainingDataset
@@ -114,8 +115,6 @@ def annotate_model(path: str | Path, *, notes: str | None = None, paper_accuracy
     """
     import dataclasses
     import json
-    import os
-    import uuid
 
     from safetensors.torch import load_file, save_file
 
@@ -127,10 +126,6 @@ def annotate_model(path: str | Path, *, notes: str | None = None, paper_accuracy
     changes = {k: v for k, v in (("notes", notes), ("paper_accuracy", paper_accuracy)) if v is not None}
     metadata = {**metadata, "card": json.dumps(dataclasses.replace(card, **changes).to_dict())}
     tensors = load_file(str(path))
-    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
+    with atomic_output(path) as temporary:
         save_file(tensors, str(temporary), metadata=metadata)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
     return path

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import random
 import time
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from unetrpp.atomic import atomic_output
 from unetrpp.errors import OutputExistsError
 from unetrpp.events import Event, EventCallback, StageEvent, emit
 from unetrpp.models.cards import Plans
@@ -130,9 +130,8 @@ def _optimizer(network, config: TrainConfig) -> torch.optim.Optimizer:
 
 
 def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    torch.save(state, temporary)
-    os.replace(temporary, path)
+    with atomic_output(path) as temporary:
+        torch.save(state, temporary)
 
 
 def train(
