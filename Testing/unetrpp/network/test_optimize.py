@@ -6,7 +6,13 @@ import pytest
 import torch
 from torch import nn
 from unetrpp.network import build_network
-from unetrpp.network.optimize import OneDNNConv3d, fold_batch_norms, optimize_for_inference
+from unetrpp.network.epa import EfficientPairedAttention
+from unetrpp.network.optimize import (
+    BroadcastPointwiseConv3d,
+    OneDNNConv3d,
+    fold_batch_norms,
+    optimize_for_inference,
+)
 
 TINY = {
     "patch_size": (16, 32, 32),
@@ -94,6 +100,37 @@ def test_onednn_conv_equals_conv3d_in_float32_and_defers_under_autocast():
             assert torch.allclose(pinned(features), conv(features), atol=1e-5)
             with torch.autocast("cpu", dtype=torch.bfloat16):
                 assert pinned(features).dtype == torch.bfloat16
+
+
+def test_attention_heads_are_contiguous_in_the_copy_only():
+    """The layout fix: E/F get a contiguous (B, h, d, N) input, so no per-head copy of their weight."""
+    network = _build("synapse", **TINY)
+    optimized = optimize_for_inference(network)
+    seen: dict[str, list[bool]] = {"built": [], "optimized": []}
+    for key, model in (("built", network), ("optimized", optimized)):
+        for module in model.modules():
+            if isinstance(module, EfficientPairedAttention):
+                module.E.register_forward_pre_hook(
+                    lambda _m, args, key=key: seen[key].append(args[0].is_contiguous())
+                )
+    image = torch.randn(1, 1, 16, 32, 32, generator=torch.Generator().manual_seed(6))
+    with torch.inference_mode():
+        network(image), optimized(image)
+    assert seen["optimized"] and all(seen["optimized"])
+    assert seen["built"] and not all(seen["built"])  # the reference layout, kept as built
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_one_channel_pointwise_conv_is_an_exact_broadcast_product(bias):
+    conv = nn.Conv3d(1, 6, 1, bias=bias)
+    broadcast = nn.Conv3d(1, 6, 1, bias=bias)
+    broadcast.load_state_dict(conv.state_dict())
+    broadcast.__class__ = BroadcastPointwiseConv3d
+    features = torch.randn(2, 1, 5, 6, 7, generator=torch.Generator().manual_seed(7))
+    with torch.inference_mode():
+        assert torch.allclose(broadcast(features), conv(features), rtol=1e-6, atol=1e-7)
+    optimized = optimize_for_inference(_build("synapse", **TINY))
+    assert isinstance(optimized.encoder1.conv3.conv, BroadcastPointwiseConv3d)
 
 
 def test_bf16_copy_takes_float32_returns_float32_and_stays_close():

@@ -12,6 +12,11 @@ Each rewrite was measured one at a time on the synapse network (``benchmarks/RES
   ``slow_conv3d_forward``, which is 1.2-4x slower for them on this CPU. :class:`OneDNNConv3d` calls
   oneDNN directly for float32 CPU inputs and defers to the normal path otherwise (bf16 inputs and
   autocast already take oneDNN).
+* **Contiguous attention heads.** Every EPA block gets ``contiguous_heads`` (see
+  :class:`~unetrpp.network.epa.EfficientPairedAttention`): one copy of the head-split projections
+  instead of a per-head copy of the E/F weights; the tile went from 0.69 to 0.55 s (bf16, 2 threads).
+* **One-channel pointwise convolutions as a broadcast product.** ``encoder1.conv3`` (1 -> 16 channels,
+  1x1x1, at full resolution) is ``x * w``; oneDNN took 37 ms for it, the product 11 ms (bf16).
 * **bf16 weights** (``dtype=torch.bfloat16``, optional): on CPUs with AVX512-BF16/AMX, storing the weights
   in bf16 saves the per-call weight casts of bf16 autocast. The copy then takes float32 or bf16 input and
   always returns float32. Not exact: relative error about 1e-2 on logits, like bf16 autocast itself.
@@ -29,7 +34,15 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-__all__ = ["optimize_for_inference", "fold_batch_norms", "OneDNNConv3d", "use_onednn_convolutions"]
+from unetrpp.network.epa import EfficientPairedAttention
+
+__all__ = [
+    "optimize_for_inference",
+    "fold_batch_norms",
+    "OneDNNConv3d",
+    "BroadcastPointwiseConv3d",
+    "use_onednn_convolutions",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +79,11 @@ def optimize_for_inference(
         logger.debug("folded %d BatchNorm layers", fold_batch_norms(optimized))
     if onednn_convolutions:
         logger.debug("%d convolutions pinned to oneDNN", use_onednn_convolutions(optimized))
+    for module in optimized.modules():
+        if isinstance(module, EfficientPairedAttention):
+            module.contiguous_heads = True
+        elif _is_one_channel_pointwise(module):
+            module.__class__ = BroadcastPointwiseConv3d
     if dtype is not None:
         _store_in(optimized, dtype)
     return optimized
@@ -146,6 +164,31 @@ class OneDNNConv3d(nn.Conv3d):
                 self.groups,
             )
         return super().forward(features)
+
+
+class BroadcastPointwiseConv3d(nn.Conv3d):
+    """A 1x1x1 ``Conv3d`` from one input channel, computed as ``x * w + b`` (a broadcast product).
+
+    Same arithmetic as the convolution (one product per output value, no sum), about 3x faster on CPU.
+    Under bf16 autocast with float32 weights the product stays in float32 (more precise, not less).
+    """
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        output = features * self.weight.view(1, -1, 1, 1, 1)
+        if self.bias is not None:
+            output = output + self.bias.view(1, -1, 1, 1, 1)
+        return output
+
+
+def _is_one_channel_pointwise(module: nn.Module) -> bool:
+    return (
+        type(module) is nn.Conv3d
+        and module.in_channels == 1
+        and module.groups == 1
+        and module.kernel_size == (1, 1, 1)
+        and module.stride == (1, 1, 1)
+        and module.padding in ((0, 0, 0), "valid")
+    )
 
 
 def _is_onednn_candidate(module: nn.Module) -> bool:
