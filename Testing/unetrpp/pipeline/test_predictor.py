@@ -307,7 +307,10 @@ def test_real_scans_come_back_on_their_own_grid_voxel_for_voxel(scan):
     network.forward = lambda batch: -((batch - network.centres) ** 2)  # sharp bands: exact 0/1 scores
     model = LoadedModel(network, _card(plans), plans)
     # Overlap 0: each voxel is predicted once (geometry is what is tested here, and it is 8x faster).
-    options = SegmentOptions(device="cpu", overlap=0.0, batch_size=8, accumulation="float32")
+    # fp32: bf16 would round the squared MR intensities of the stand-in network into ties.
+    options = SegmentOptions(
+        device="cpu", overlap=0.0, batch_size=8, accumulation="float32", precision="fp32"
+    )
     result = segment(path, model, options=options)
     _assert_same_grid(result.label_map, image)
     expected = np.argmin(np.abs(array[None] - np.array(centres)[:, None, None, None]), axis=0)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
 
 import torch
 
 from unetrpp.errors import UnetrppError
 
-__all__ = ["resolve_device"]
+__all__ = ["resolve_device", "cpu_has_native_bf16"]
 
 logger = logging.getLogger(__name__)
 
@@ -47,3 +48,16 @@ def resolve_device(name: str = "auto") -> torch.device:
     if index >= count:
         raise UnetrppError(f"CUDA device {index} was requested but only {count} GPU(s) are visible")
     return torch.device("cuda", index)
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 in hardware (AVX512-BF16 or AMX), so bf16 inference pays.
+
+    Elsewhere oneDNN emulates bf16 and it is slower than fp32. ``UNETRPP_CPU_BF16=0`` (or ``1``)
+    overrides the detection, for CPUs it gets wrong and for comparing the two on one machine.
+    """
+    forced = os.environ.get("UNETRPP_CPU_BF16", "").strip()
+    if forced in ("0", "1"):
+        return forced == "1"
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # torch.cpu, private but stable
+    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)

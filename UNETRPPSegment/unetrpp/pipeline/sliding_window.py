@@ -1,20 +1,25 @@
-"""Sliding-window inference: tile a preprocessed volume with the network's patch, blend softmax scores.
+"""Sliding-window inference: tile a preprocessed volume with the network's patch, blend the logits.
 
 Three small steps, each testable alone:
 
 1. tile planning (:func:`tile_starts`, :func:`plan_tiles`): where the tiles go. The rule is MONAI's
    ``dense_patch_slices``: step ``int(patch * (1 - overlap))``, the last tile pushed back so it ends at
    the border, so the tile count is known up front and is the progress total;
-2. batched prediction (:func:`_predict_batch`): softmax of the network, optionally averaged over the
+2. batched prediction (:func:`_predict_batch`): the network's logits, optionally averaged over the
    8 mirrorings of the three spatial axes (nnU-Net's test-time augmentation), under autocast;
-3. blending: each tile's probabilities are weighted by a Gaussian importance map (sigma = patch / 8,
+3. blending: each tile's logits are weighted by a Gaussian importance map (sigma = patch / 8,
    as nnU-Net and MONAI's ``mode="gaussian"``) divided by the sum of all weights at that voxel, and
    added up.
+
+Logits, not softmax probabilities, are blended (and later resampled), as nnU-Net v2 does and as MONAI's
+``sliding_window_inference`` does with a network's raw output; nnU-Net v1 blended probabilities. The
+argmax of the two differs where overlapping tiles disagree; blending logits keeps this pipeline on the
+reference way of running UNETR++ (``benchmarks/bench_segment.py``) and skips a softmax per tile.
 
 Why not call ``monai.inferers.sliding_window_inference`` directly: it holds a float32 accumulator for
 every class plus its own output copy (for a 512x512x150 CT and 14 classes that is over 4 GB), emits no
 per-tile progress and cannot reuse the prediction of constant tiles. The test suite checks that this
-module gives the same probabilities as MONAI's function (float32 accumulation) to 1e-5.
+module gives the same logits as MONAI's function (float32 accumulation) to 1e-5.
 
 Tiles always have the network's native patch size: UNETR++'s positional embeddings are sized to the
 token count of that patch, so no other size can run. Volumes smaller than the patch are padded with
@@ -46,6 +51,7 @@ __all__ = [
     "plan_tiles",
     "gaussian_importance_map",
     "predict_sliding_window",
+    "resolve_precision",
 ]
 
 logger = logging.getLogger(__name__)
@@ -56,8 +62,10 @@ _MAX_CACHED_CONSTANT_TILES = 4
 class Precision(str, enum.Enum):
     """Arithmetic of the network's forward pass.
 
-    AUTO is fp16 autocast on CUDA (as nnU-Net) and fp32 on the CPU. BF16 works on both (on CPUs with
-    AMX/AVX512-BF16 it is faster); FP16 is CUDA only.
+    AUTO is fp16 autocast on CUDA (as nnU-Net), bf16 on CPUs with bf16 instructions (AVX512-BF16 or
+    AMX; 2.4x per tile with :func:`~unetrpp.network.optimize.optimize_for_inference`'s bf16 copy,
+    ``benchmarks/RESULTS.md``) and fp32 on other CPUs, where bf16 is emulated and slower. BF16 works on
+    both devices; FP16 is CUDA only. :func:`resolve_precision` turns AUTO into one of the others.
     """
 
     AUTO = "auto"
@@ -67,11 +75,11 @@ class Precision(str, enum.Enum):
 
 
 class Accumulation(str, enum.Enum):
-    """Dtype of the whole-volume probability accumulator (and of the returned probabilities).
+    """Dtype of the whole-volume logit accumulator (and of the returned logits).
 
     FLOAT16 halves the largest buffer of the pipeline (14 classes x 150 x 512 x 512 voxels: 1.1 GB
     instead of 2.2 GB); its relative rounding error (about 5e-4) is far below what changes an argmax
-    except at exact ties.
+    except at near ties.
     """
 
     FLOAT32 = "float32"
@@ -88,11 +96,11 @@ class SlidingWindowConfig:
 
     Attributes:
         overlap: fraction of a tile shared with its neighbour along each axis, in [0, 1).
-        use_mirroring: average the softmax over all mirrorings of ``mirror_axes`` (8x slower).
+        use_mirroring: average the logits over all mirrorings of ``mirror_axes`` (8x slower).
         mirror_axes: spatial axes (0 = z, 1 = y, 2 = x of the array) mirrored for test-time augmentation.
         batch_size: tiles per forward pass.
         precision: forward-pass arithmetic, see :class:`Precision`.
-        accumulation: dtype of the blended probabilities, see :class:`Accumulation`.
+        accumulation: dtype of the blended logits, see :class:`Accumulation`.
         skip_empty_tiles: run a tile whose input is one constant value per channel (air clipped by the
             CT normalisation, zero padding) through the network only once and reuse that prediction
             for every later tile with the same values. The network sees exactly the same input, so the
@@ -184,34 +192,49 @@ def _mirrorings(axes: Sequence[int]) -> Iterator[tuple[int, ...]]:
         yield from itertools.combinations(dims, count)
 
 
-def _autocast(precision: Precision, device: torch.device) -> contextlib.AbstractContextManager:
-    if precision is Precision.AUTO:
-        precision = Precision.FP16 if device.type == "cuda" else Precision.FP32
-    if precision is Precision.FP32:
-        return contextlib.nullcontext()
+def resolve_precision(precision: Precision | str, device: torch.device | str) -> Precision:
+    """The arithmetic ``precision`` means on ``device``: AUTO resolved, FP16 on the CPU refused.
+
+    Raises:
+        UnetrppError: fp16 was asked for on a CPU.
+    """
+    precision, device = Precision(precision), torch.device(device)
     if precision is Precision.FP16 and device.type != "cuda":
         raise UnetrppError("fp16 precision needs a CUDA device; use bf16 or fp32 on the CPU")
+    if precision is not Precision.AUTO:
+        return precision
+    if device.type == "cuda":
+        return Precision.FP16
+    from unetrpp.pipeline.device import cpu_has_native_bf16
+
+    return Precision.BF16 if cpu_has_native_bf16() else Precision.FP32
+
+
+def _autocast(precision: Precision, device: torch.device) -> contextlib.AbstractContextManager:
+    precision = resolve_precision(precision, device)
+    if precision is Precision.FP32:
+        return contextlib.nullcontext()
     dtype = torch.float16 if precision is Precision.FP16 else torch.bfloat16
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
-def _softmax(network: nn.Module, batch: torch.Tensor) -> torch.Tensor:
+def _logits(network: nn.Module, batch: torch.Tensor) -> torch.Tensor:
     output = network(batch)
     if isinstance(output, (list, tuple)):  # deep supervision left on: full resolution comes first
         output = output[0]
-    return torch.softmax(output.float(), dim=1)
+    return output.float()
 
 
 def _predict_batch(network: nn.Module, batch: torch.Tensor, config: SlidingWindowConfig) -> torch.Tensor:
-    """Softmax probabilities (B, K, Z, Y, X) float32 of one batch of tiles, mirror-averaged if asked."""
-    probabilities = _softmax(network, batch)
+    """Logits (B, K, Z, Y, X) float32 of one batch of tiles, mirror-averaged if asked (as nnU-Net v2)."""
+    logits = _logits(network, batch)
     if config.use_mirroring:
         count = 1
         for dims in _mirrorings(config.mirror_axes):
-            probabilities += torch.flip(_softmax(network, torch.flip(batch, dims)), dims)
+            logits += torch.flip(_logits(network, torch.flip(batch, dims)), dims)
             count += 1
-        probabilities /= count
-    return probabilities
+        logits /= count
+    return logits
 
 
 def _constant_key(tile: torch.Tensor) -> tuple[float, ...] | None:
@@ -289,19 +312,20 @@ def predict_sliding_window(
     device: torch.device | str = "cpu",
     on_event: EventCallback | None = None,
 ) -> torch.Tensor:
-    """Class probabilities of a whole preprocessed volume by Gaussian-blended sliding-window inference.
+    """Class logits of a whole preprocessed volume by Gaussian-blended sliding-window inference.
 
     Args:
         network: a UNETR++ module with ``config.patch_size`` (z, y, x); moved to ``device``, run in eval
             mode without deep supervision (its previous mode is restored afterwards).
         array: (C, Z, Y, X) float32 preprocessed input.
         config: tiling, mirroring, precision and accumulation settings.
-        device: where the network runs and the probabilities are accumulated.
+        device: where the network runs and the logits are accumulated.
         on_event: receives a ``ProgressEvent`` (stage ``"inference"``) with done/total tiles at the start
             and after every batch.
 
     Returns:
-        (K, Z, Y, X) softmax probabilities on the CPU, float16 or float32 per ``config.accumulation``.
+        (K, Z, Y, X) blended logits on the CPU, float16 or float32 per ``config.accumulation``; their
+        softmax is the class probabilities, their argmax the labels.
 
     Raises:
         UnetrppError: the array is not 4D, its channel count differs from the network's, or the
@@ -337,26 +361,26 @@ def predict_sliding_window(
             if to_run:
                 batch = torch.stack([inputs[i] for i in to_run]).to(device)
                 with autocast:
-                    probabilities = _predict_batch(network, batch, config)
-                predicted = dict(zip(to_run, probabilities))
+                    logits = _predict_batch(network, batch, config)
+                predicted = dict(zip(to_run, logits))
             for i, (window, key) in enumerate(zip(windows, keys)):
-                tile_probabilities = predicted[i] if i in predicted else constant_cache[key]
+                tile_logits = predicted[i] if i in predicted else constant_cache[key]
                 if (
                     key is not None
                     and key not in constant_cache
                     and len(constant_cache) < _MAX_CACHED_CONSTANT_TILES
                 ):
-                    constant_cache[key] = tile_probabilities.clone()  # not a view pinning the whole batch
+                    constant_cache[key] = tile_logits.clone()  # not a view pinning the whole batch
                 if accumulator is None:
-                    num_classes = tile_probabilities.shape[0]
+                    num_classes = tile_logits.shape[0]
                     accumulator = torch.zeros(
                         (num_classes, *volume.shape[1:]), dtype=config.accumulation.dtype, device=device
                     )
                 tile_weight = weight / weight_sum[window]
-                if accumulator.dtype != tile_probabilities.dtype:
+                if accumulator.dtype != tile_logits.dtype:
                     # Mixed-dtype in-place arithmetic is several times slower on the CPU than casting first.
-                    tile_probabilities = tile_probabilities.to(accumulator.dtype)
+                    tile_logits = tile_logits.to(accumulator.dtype)
                     tile_weight = tile_weight.to(accumulator.dtype)
-                accumulator[(slice(None), *window)].addcmul_(tile_probabilities, tile_weight)
+                accumulator[(slice(None), *window)].addcmul_(tile_logits, tile_weight)
             tracker.advance(len(corners))
         return accumulator[(slice(None), *crop)].contiguous().cpu()
