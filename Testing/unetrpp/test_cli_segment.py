@@ -165,6 +165,21 @@ def test_table_output_structure_subset_and_overwrite(model_file, tmp_path, capsy
     np.testing.assert_array_equal(sitk.GetArrayFromImage(read_seg_nrrd(output)[0]), first)
 
 
+def test_body_crop_is_on_by_default_and_precision_is_reported(model_file, tmp_path, capsys):
+    ct = _write(_synthetic_ct(size_xyz=(160, 40, 14)), tmp_path / "ct.nrrd")  # air beyond x = 44
+    runs = {}
+    for flags in ([], ["--no-body-crop"]):
+        output = tmp_path / f"out{len(flags)}.seg.nrrd"
+        argv = ["segment", str(ct), str(output), "--model", str(model_file), "--progress", "json"]
+        assert main([*argv, "--device", "cpu", "--precision", "fp32", *flags]) == 0
+        events = _json_lines(capsys.readouterr().out)
+        runs[bool(flags)] = events
+    tiles = {key: {e["total"] for e in events if e["event"] == "progress"} for key, events in runs.items()}
+    assert max(tiles[False]) < max(tiles[True])
+    stages = [e["message"] for e in runs[False] if e["event"] == "stage" and e["stage"] == "inference"]
+    assert stages == ["Sliding window on cpu (fp32)"]
+
+
 def test_progress_bar_goes_to_stderr_and_stdout_keeps_only_the_table(model_file, tmp_path, capsys):
     ct = _write(_synthetic_ct(), tmp_path / "ct.mha")
     output = tmp_path / "out.seg.nrrd"

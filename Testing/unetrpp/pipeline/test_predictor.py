@@ -9,6 +9,7 @@ test here runs a tiny real UNETR++ through a resampling plan.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from types import SimpleNamespace
 
@@ -308,13 +309,73 @@ def test_real_scans_come_back_on_their_own_grid_voxel_for_voxel(scan):
     model = LoadedModel(network, _card(plans), plans)
     # Overlap 0: each voxel is predicted once (geometry is what is tested here, and it is 8x faster).
     # fp32: bf16 would round the squared MR intensities of the stand-in network into ties.
+    # No body crop: the bands must cover the air too.
     options = SegmentOptions(
-        device="cpu", overlap=0.0, batch_size=8, accumulation="float32", precision="fp32"
+        device="cpu", overlap=0.0, batch_size=8, accumulation="float32", precision="fp32", crop_to_body=False
     )
     result = segment(path, model, options=options)
     _assert_same_grid(result.label_map, image)
     expected = np.argmin(np.abs(array[None] - np.array(centres)[:, None, None, None]), axis=0)
     np.testing.assert_array_equal(sitk.GetArrayFromImage(result.label_map), expected)
+
+
+def test_ct_body_crop_tiles_fewer_voxels_and_labels_the_air_around_the_body_background():
+    """On a real CT: inside the body box the labels equal the uncropped run's, outside they are 0."""
+    from shared_contracts import shared_path
+    from unetrpp.pipeline.body_crop import body_bounding_box
+    from unetrpp.pipeline.io import read_image
+
+    image = read_image(shared_path("real_inputs", "dcmqi_ct3slice/dicom"))  # 512 x 512, air around
+    oriented = sitk.DICOMOrient(image, "RAS")
+    channel = ChannelNormalization("CT", mean=0.0, sd=1.0, lower_bound=-1024.0, upper_bound=3071.0)
+    plans = Plans((channel,), tuple(reversed(oriented.GetSpacing())), (16, 64, 64), 3)
+    network = IntensityBandNetwork((-1000.0, 0.0, 300.0), plans.patch_size_zyx)  # air, tissue, bone
+    tiles: list[int] = []
+    network.register_forward_hook(lambda module, args, output: tiles.append(args[0].shape[0]))
+    model = LoadedModel(network, _card(plans), plans)
+    runs = {}
+    for crop in (False, True):
+        options = SegmentOptions(device="cpu", overlap=0.0, precision="fp32", crop_to_body=crop, batch_size=8)
+        tiles.clear()
+        result = segment(image, model, options=options)
+        _assert_same_grid(result.label_map, image)
+        runs[crop] = (sitk.GetArrayFromImage(sitk.DICOMOrient(result.label_map, "RAS")), sum(tiles))
+    (whole, whole_tiles), (cropped, cropped_tiles) = runs[False], runs[True]
+    box = body_bounding_box(oriented)
+    assert box is not None, "the example CT has air around the body"
+    inside = tuple(slice(start, stop) for start, stop in box)
+    np.testing.assert_array_equal(cropped[inside], whole[inside])
+    outside = np.ones(cropped.shape, dtype=bool)
+    outside[inside] = False
+    assert outside.any() and not cropped[outside].any()
+    assert cropped_tiles < whole_tiles
+
+
+def test_body_crop_is_for_ct_models_only():
+    """The same image with "air" at one end: a CT model crops it off, a z-score (MR) model keeps it."""
+    image, _ = _phantom(*GEOMETRIES["axial-lps"], size_xyz=(60, 26, 14))
+    array = sitk.GetArrayFromImage(image).astype(np.float32)
+    array[:, :, 40:] = -1000.0
+    image = _like(array, image)
+    model = _band_model(image)
+    zscore = ChannelNormalization("nonCT", mean=0.0, sd=1.0)
+    mr_model = LoadedModel(model.network, model.card, dataclasses.replace(model.plans, channels=(zscore,)))
+    tiles: list[int] = []
+    model.network.register_forward_hook(lambda module, args, output: tiles.append(args[0].shape[0]))
+    counts = {}
+    for name, loaded in (("ct", model), ("mr", mr_model)):
+        for crop in (False, True):
+            tiles.clear()
+            segment(image, loaded, options=SegmentOptions(device="cpu", precision="fp32", crop_to_body=crop))
+            counts[name, crop] = sum(tiles)
+    assert counts["ct", True] < counts["ct", False]
+    assert counts["mr", True] == counts["mr", False]
+
+
+def _like(array: np.ndarray, reference: sitk.Image) -> sitk.Image:
+    image = sitk.GetImageFromArray(array)
+    image.CopyInformation(reference)
+    return image
 
 
 def test_gantry_tilted_dicom_is_refused_in_one_line():

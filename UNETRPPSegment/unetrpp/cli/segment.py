@@ -100,7 +100,7 @@ def add_parser(subparsers: Any) -> None:
         "--precision",
         choices=("auto", "fp32", "bf16", "fp16"),
         default="auto",
-        help="forward-pass arithmetic",
+        help="forward-pass arithmetic; auto: fp16 on CUDA, bf16 on CPUs with bf16 instructions, else fp32",
     )
     parser.add_argument(
         "--batch-size", type=positive_int, default=1, help="tiles per forward pass (default 1)"
@@ -109,7 +109,13 @@ def add_parser(subparsers: Any) -> None:
         "--accumulation",
         choices=("float16", "float32"),
         default="float16",
-        help="dtype of the blended probabilities (float16 halves the memory; default)",
+        help="dtype of the blended logits (float16 halves the memory; default)",
+    )
+    parser.add_argument(
+        "--no-body-crop",
+        dest="body_crop",
+        action="store_false",
+        help="CT models: tile the whole image, not only the body's box (slower; the same inside the body)",
     )
     parser.add_argument(
         "--progress",
@@ -156,6 +162,7 @@ def _run(args: argparse.Namespace, emitter: Any) -> int:
         precision=args.precision,
         batch_size=args.batch_size,
         accumulation=args.accumulation,
+        crop_to_body=args.body_crop,
         series_uid=args.series,
     )
     extra_outputs = [p for p in (args.labelmap, args.summary) if p is not None]

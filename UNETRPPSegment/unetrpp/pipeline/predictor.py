@@ -33,7 +33,7 @@ import SimpleITK as sitk
 from unetrpp.errors import InputImageError, ModelNotFoundError, OutputExistsError, UnetrppError
 from unetrpp.events import EventCallback, ResultEvent, StageEvent, emit
 from unetrpp.labels.terminology import Structure, select_structures, structures_for, structures_from_labels
-from unetrpp.models.cards import ModelCard
+from unetrpp.models.cards import ModelCard, NormalizationScheme, Plans
 from unetrpp.models.loader import LoadedModel
 from unetrpp.pipeline.segment_types import SegmentOptions, SegmentResult, StructureVolume
 
@@ -116,7 +116,8 @@ def segment(
         from unetrpp.pipeline.preprocess import preprocess
 
         oriented = [reorient(image, orientation) for image in images]
-        array, info = preprocess(oriented, loaded.plans)
+        region = _body_region(oriented[0], loaded.plans) if options.crop_to_body else None
+        array, info = preprocess(oriented, loaded.plans, region)
 
     with _stage("inference", f"Sliding window on {device} ({precision.value})", on_event, timings):
         network = _inference_network(loaded.network, device, precision)
@@ -139,6 +140,15 @@ def segment(
     emit(on_event, ResultEvent(str(output_path or ""), [v.to_dict() for v in volumes], round(elapsed, 3)))
     logger.info("segmented %d of %d structures in %.1f s", len(structures), len(all_structures), elapsed)
     return result
+
+
+def _body_region(image: sitk.Image, plans: Plans) -> tuple[tuple[int, int], ...] | None:
+    """The body box to tile (CT models only: their input is in Hounsfield units), or None for all."""
+    if not all(channel.scheme is NormalizationScheme.CT for channel in plans.channels):
+        return None
+    from unetrpp.pipeline.body_crop import body_bounding_box
+
+    return body_bounding_box(image)
 
 
 def _inference_network(network: nn.Module, device: torch.device, precision: Precision) -> nn.Module:

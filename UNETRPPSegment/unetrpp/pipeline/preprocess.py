@@ -6,7 +6,8 @@ repeats them (nnU-Net v1 ``GenericPreprocessor.preprocess_test_case``), in this 
 1. Stack the channels as stored: ``(C, Z, Y, X)`` float32 (``sitk.GetArrayFromImage``; no reorientation
    here, the caller has done it).
 2. Crop to the bounding box of the non-zero mask: any channel != 0, holes filled
-   (``scipy.ndimage.binary_fill_holes``). The filled mask is also the normalisation mask.
+   (``scipy.ndimage.binary_fill_holes``). The filled mask is also the normalisation mask. A caller may
+   restrict the box further (``region_zyx``: the CT body box, which nnU-Net does not have).
 3. Apply ``transpose_forward`` to the axes (and spacings).
 4. Resample to ``plans.target_spacing_zyx``; new shape = round(spacing / target * shape). If the
    original spacing, or else the target spacing, is anisotropic (max / min > 3) and one axis alone is
@@ -81,12 +82,16 @@ class PreprocessInfo:
         return (t[self.transpose_backward[0]], t[self.transpose_backward[1]], t[self.transpose_backward[2]])
 
 
-def preprocess(images: Sequence[sitk.Image], plans: Plans) -> tuple[np.ndarray, PreprocessInfo]:
+def preprocess(
+    images: Sequence[sitk.Image], plans: Plans, region_zyx: Sequence[tuple[int, int]] | None = None
+) -> tuple[np.ndarray, PreprocessInfo]:
     """Turn the input channels into the network's input array, as nnU-Net v1 does for 3d_fullres.
 
     Args:
         images: one 3D image per input channel, all on one grid, already in the model's orientation.
         plans: target spacing, transposes and per-channel normalisation.
+        region_zyx: [start, stop) per stored axis that the crop of step 2 is restricted to (the body box
+            of :mod:`unetrpp.pipeline.body_crop`); None: the whole image, as nnU-Net.
 
     Returns:
         ``(array, info)``: array (C, Z, Y, X) float32 in the network's axis order at the target spacing;
@@ -107,12 +112,13 @@ def preprocess(images: Sequence[sitk.Image], plans: Plans) -> tuple[np.ndarray, 
     mask = ndimage.binary_fill_holes(np.any(data != 0, axis=0))
     if not mask.any():
         raise InputImageError("every voxel of every input channel is 0; nothing to segment")
-    if plans.use_nonzero_crop:
-        bbox = _bounding_box(mask)
-        region = tuple(slice(start, stop) for start, stop in bbox)
-        data, mask = data[(slice(None), *region)], mask[region]
-    else:
-        bbox = tuple((0, s) for s in shape_before)
+    bbox = _bounding_box(mask) if plans.use_nonzero_crop else tuple((0, s) for s in shape_before)
+    if region_zyx is not None:
+        bbox = tuple((max(a, c), min(b, d)) for (a, b), (c, d) in zip(bbox, region_zyx))
+        if any(start >= stop for start, stop in bbox):
+            raise InputImageError(f"the region {tuple(region_zyx)} holds no non-zero voxel")
+    region = tuple(slice(start, stop) for start, stop in bbox)
+    data, mask = data[(slice(None), *region)], mask[region]
     shape_after_crop: Triple = tuple(int(s) for s in data.shape[1:])  # type: ignore[assignment]
 
     forward = plans.transpose_forward

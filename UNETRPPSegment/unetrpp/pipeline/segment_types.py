@@ -38,6 +38,8 @@ class SegmentOptions:
         batch_size: tiles per forward pass.
         accumulation: dtype of the blended probabilities, ``float16`` (half the memory) or ``float32``.
         skip_empty_tiles: predict a tile of constant input (air, padding) once and reuse it.
+        crop_to_body: CT models only: tile just the body's bounding box plus 10 mm (voxels above
+            -500 HU) and label the air around it background; 1.8x fewer tiles on a typical abdomen.
         series_uid: DICOM folder input only: the series to read when the folder holds several.
     """
 
@@ -51,6 +53,7 @@ class SegmentOptions:
     batch_size: int = 1
     accumulation: Accumulation = Accumulation.FLOAT16
     skip_empty_tiles: bool = True
+    crop_to_body: bool = True
     series_uid: str | None = None
 
     def __post_init__(self) -> None:
