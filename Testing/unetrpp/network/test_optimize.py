@@ -9,6 +9,7 @@ from unetrpp.network import build_network
 from unetrpp.network.epa import EfficientPairedAttention
 from unetrpp.network.optimize import (
     BroadcastPointwiseConv3d,
+    GemmPointwiseConv3d,
     OneDNNConv3d,
     fold_batch_norms,
     optimize_for_inference,
@@ -120,20 +121,40 @@ def test_attention_heads_are_contiguous_in_the_copy_only():
     assert seen["built"] and not all(seen["built"])  # the reference layout, kept as built
 
 
-@pytest.mark.parametrize("bias", [False, True])
-def test_one_channel_pointwise_conv_is_an_exact_broadcast_product(bias):
-    conv = nn.Conv3d(1, 6, 1, bias=bias)
-    broadcast = nn.Conv3d(1, 6, 1, bias=bias)
-    broadcast.load_state_dict(conv.state_dict())
-    broadcast.__class__ = BroadcastPointwiseConv3d
-    features = torch.randn(2, 1, 5, 6, 7, generator=torch.Generator().manual_seed(7))
+@pytest.mark.parametrize(
+    ("in_channels", "kind", "bias"),
+    [
+        (1, BroadcastPointwiseConv3d, False),
+        (1, BroadcastPointwiseConv3d, True),
+        (5, GemmPointwiseConv3d, True),
+    ],
+    ids=["one-channel", "one-channel-bias", "gemm"],
+)
+def test_pointwise_convs_are_products_with_the_convolutions_results(in_channels, kind, bias):
+    conv = nn.Conv3d(in_channels, 6, 1, bias=bias)
+    product = nn.Conv3d(in_channels, 6, 1, bias=bias)
+    product.load_state_dict(conv.state_dict())
+    product.__class__ = kind
+    features = torch.randn(2, in_channels, 5, 6, 7, generator=torch.Generator().manual_seed(7))
     with torch.inference_mode():
-        assert torch.allclose(broadcast(features), conv(features), rtol=1e-6, atol=1e-7)
+        torch.testing.assert_close(product(features), conv(features), rtol=1e-5, atol=1e-6)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            torch.testing.assert_close(
+                product(features).float(), conv(features).float(), rtol=2e-2, atol=2e-2
+            )
+
+
+def test_every_pointwise_conv_of_the_copy_is_a_product():
     optimized = optimize_for_inference(_build("synapse", **TINY))
     assert isinstance(optimized.encoder1.conv3.conv, BroadcastPointwiseConv3d)
+    assert isinstance(optimized.out1.conv.conv, GemmPointwiseConv3d)
+    pointwise = [m for m in optimized.modules() if isinstance(m, nn.Conv3d) and m.kernel_size == (1, 1, 1)]
+    assert pointwise and all(
+        isinstance(m, (BroadcastPointwiseConv3d, GemmPointwiseConv3d)) for m in pointwise
+    )
 
 
-def test_bf16_copy_takes_float32_returns_float32_and_stays_close():
+def test_bf16_copy_takes_float32_returns_bf16_and_stays_close():
     network = _build("synapse", **TINY)
     optimized = optimize_for_inference(network, dtype=torch.bfloat16)
     assert all(p.dtype == torch.bfloat16 for p in optimized.parameters())
@@ -143,8 +164,8 @@ def test_bf16_copy_takes_float32_returns_float32_and_stays_close():
         for autocast in (False, True):
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
                 actual = optimized(image)
-            assert actual.dtype == torch.float32
-            assert _max_relative_error(expected, actual) < 5e-2
+            assert actual.dtype == torch.bfloat16
+            assert _max_relative_error(expected, actual.float()) < 5e-2
 
 
 @pytest.mark.slow

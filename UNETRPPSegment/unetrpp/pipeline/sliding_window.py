@@ -222,13 +222,17 @@ def _logits(network: nn.Module, batch: torch.Tensor) -> torch.Tensor:
     output = network(batch)
     if isinstance(output, (list, tuple)):  # deep supervision left on: full resolution comes first
         output = output[0]
-    return output.float()
+    return output
 
 
 def _predict_batch(network: nn.Module, batch: torch.Tensor, config: SlidingWindowConfig) -> torch.Tensor:
-    """Logits (B, K, Z, Y, X) float32 of one batch of tiles, mirror-averaged if asked (as nnU-Net v2)."""
+    """Logits (B, K, Z, Y, X) of one batch of tiles, mirror-averaged (in float32) if asked, as nnU-Net v2.
+
+    Without mirroring they keep the network's output dtype: the accumulator casts them once.
+    """
     logits = _logits(network, batch)
     if config.use_mirroring:
+        logits = logits.float()
         count = 1
         for dims in _mirrorings(config.mirror_axes):
             logits += torch.flip(_logits(network, torch.flip(batch, dims)), dims)
