@@ -53,22 +53,34 @@ def compare_levers(variant: str, repeats: int) -> None:
                 parameter.fill_(0.5)
     tile = torch.randn(1, plain.config.in_channels, *plain.config.patch_size)
     tile2 = torch.cat([tile, torch.randn_like(tile)])
-    fold = optimize_for_inference(plain, onednn_convolutions=False)
+    fp32 = contextlib.nullcontext
+
+    def bf16() -> contextlib.AbstractContextManager:
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+
+    off = {"onednn_convolutions": False, "contiguous_heads": False, "pointwise_products": False}
+    steps = {  # each adds one rewrite to the one before
+        "fp32 + BN folded": {**off},
+        "fp32 + convs pinned to oneDNN": {**off, "onednn_convolutions": True},
+        "fp32 + contiguous EPA heads": {**off, "onednn_convolutions": True, "contiguous_heads": True},
+        "fp32 + pointwise convs as products (optimize_for_inference)": {},
+    }
+    levers = {"fp32 as built": (plain, tile, fp32)}  # name: (network, input, autocast)
+    for name, flags in steps.items():
+        levers[name] = (optimize_for_inference(plain, **flags), tile, fp32)
     optimized = optimize_for_inference(plain)
     bf16_weights = optimize_for_inference(plain, dtype=torch.bfloat16)
     channels_last = optimize_for_inference(plain).to(memory_format=torch.channels_last_3d)
     tile_cl = tile.contiguous(memory_format=torch.channels_last_3d)
-    fp32, bf16 = contextlib.nullcontext, lambda: torch.autocast("cpu", dtype=torch.bfloat16)
-    levers = {  # name: (network, input, autocast)
-        "fp32 as built": (plain, tile, fp32),
-        "fp32 + BN folded": (fold, tile, fp32),
-        "fp32 + BN folded + convs pinned to oneDNN": (optimized, tile, fp32),
-        "bf16 autocast, as built": (plain, tile, bf16),
-        "bf16 autocast + optimize_for_inference": (optimized, tile, bf16),
-        "bf16 autocast + optimize_for_inference(dtype=bf16)": (bf16_weights, tile, bf16),
-        "bf16 autocast + optimized + channels_last_3d": (channels_last, tile_cl, bf16),
-        "bf16 autocast + optimize(dtype=bf16), batch of 2": (bf16_weights, tile2, bf16),
-    }
+    levers.update(
+        {
+            "bf16 autocast, as built": (plain, tile, bf16),
+            "bf16 autocast + optimize_for_inference": (optimized, tile, bf16),
+            "bf16 autocast + optimize_for_inference(dtype=bf16) (the default)": (bf16_weights, tile, bf16),
+            "bf16 autocast + optimized + channels_last_3d": (channels_last, tile_cl, bf16),
+            "bf16 autocast + optimize(dtype=bf16), batch of 2": (bf16_weights, tile2, bf16),
+        }
+    )
     cpu = {name: [] for name in levers}
     wall = {name: [] for name in levers}
     outputs = {}

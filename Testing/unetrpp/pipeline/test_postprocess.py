@@ -38,12 +38,16 @@ def _info(spacing_zyx, target, transpose) -> PreprocessInfo:
     return preprocess([image], plans)[1]
 
 
-def _smooth_probabilities(shape, num_classes, seed=0) -> np.ndarray:
-    """Softmax of smooth random fields: few near-ties, like a real network's output."""
+def _smooth_logits(shape, num_classes, seed=0) -> np.ndarray:
+    """Smooth random fields: few near-ties, like a real network's output."""
     rng = np.random.default_rng(seed)
-    logits = np.stack([ndimage.gaussian_filter(rng.normal(size=shape), 1.5) * 8 for _ in range(num_classes)])
-    exp = np.exp(logits - logits.max(0))
-    return (exp / exp.sum(0)).astype(np.float32)
+    fields = [ndimage.gaussian_filter(rng.normal(size=shape), 1.5) * 8 for _ in range(num_classes)]
+    return np.stack(fields).astype(np.float32)
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    exp = np.exp(logits.astype(np.float64) - logits.max(0))
+    return exp / exp.sum(0)
 
 
 def _nnunet_style_export(probabilities: np.ndarray, info: PreprocessInfo) -> np.ndarray:
@@ -80,14 +84,14 @@ def _nnunet_style_export(probabilities: np.ndarray, info: PreprocessInfo) -> np.
 @pytest.mark.parametrize("case_name", list(CASES), ids=list(CASES))
 def test_restore_matches_nnunet_style_export(case_name, as_type):
     info = _info(*CASES[case_name])
-    probabilities = _smooth_probabilities(info.shape_after_resampling_transposed, 4)
+    logits = _smooth_logits(info.shape_after_resampling_transposed, 4)
     if as_type == "torch-float16":
-        probabilities = probabilities.astype(np.float16).astype(np.float32)  # the values the model hands over
-        given = torch.from_numpy(probabilities).half()
+        logits = logits.astype(np.float16).astype(np.float32)  # the values the sliding window hands over
+        given = torch.from_numpy(logits).half()
     else:
-        given = probabilities
+        given = logits
     label_map = restore_label_map(given, info)
-    expected = _nnunet_style_export(probabilities, info)
+    expected = _nnunet_style_export(_softmax(logits), info)  # nnU-Net v1 resamples probabilities
     assert label_map.shape == info.shape_before_crop_zyx and label_map.dtype == np.uint8
     mismatch = np.count_nonzero(label_map != expected) / label_map.size
     assert mismatch < 1e-3, f"{mismatch:.2%} voxels differ"
@@ -120,16 +124,16 @@ def test_labelled_box_returns_to_its_voxels():
 
 def test_many_classes_give_uint16():
     info = _info(*CASES["same-spacing"])
-    probabilities = np.zeros((300, *info.shape_after_resampling_transposed), dtype=np.float32)
-    probabilities[299] = 1.0
-    label_map = restore_label_map(probabilities, info)
+    logits = np.zeros((300, *info.shape_after_resampling_transposed), dtype=np.float32)
+    logits[299] = 1.0
+    label_map = restore_label_map(logits, info)
     assert label_map.dtype == np.uint16
     assert set(np.unique(label_map)) == {0, 299}
 
 
 def test_wrong_shape_is_a_programming_error():
     info = _info(*CASES["isotropic-3d"])
-    with pytest.raises(ValueError, match="probabilities must have shape"):
+    with pytest.raises(ValueError, match="logits must have shape"):
         restore_label_map(np.zeros((2, 3, 4, 5), dtype=np.float32), info)
 
 
@@ -162,8 +166,8 @@ def test_keep_largest_component_diagonal_neighbours_are_separate():
 
 def test_ties_go_to_the_lowest_class_like_numpy_argmax():
     info = _info(*CASES["anisotropic"])
-    probabilities = np.full((4, *info.shape_after_resampling_transposed), 0.25, dtype=np.float32)
-    probabilities[2:, :3] = 0.5  # classes 2 and 3 tie in the first slices: 2 wins
-    label_map = restore_label_map(probabilities, info)
-    np.testing.assert_array_equal(label_map, _nnunet_style_export(probabilities, info))
+    logits = np.full((4, *info.shape_after_resampling_transposed), 0.25, dtype=np.float32)
+    logits[2:, :3] = 0.5  # classes 2 and 3 tie in the first slices: 2 wins
+    label_map = restore_label_map(logits, info)
+    np.testing.assert_array_equal(label_map, _nnunet_style_export(_softmax(logits), info))
     assert set(np.unique(label_map)) == {0, 2}

@@ -182,3 +182,34 @@ def test_bad_inputs_fail_with_one_line():
         preprocess([zeros], _plans((1.0, 1.0, 1.0), (0, 1, 2), NORMALIZATIONS["zscore"]))
     with pytest.raises(InputImageError, match="too small to segment"):
         preprocess([image], _plans((40.0, 1.0, 1.0), (0, 1, 2), NORMALIZATIONS["zscore"]))
+
+
+@pytest.mark.parametrize("transpose", [(0, 1, 2), (2, 0, 1)], ids=["as-stored", "transposed"])
+def test_region_maps_onto_the_resampled_array_covering_every_voxel_of_it(transpose):
+    """The body box goes through crop, transpose and resampling without cutting any of its voxels."""
+    array = np.full((20, 30, 40), 50.0, dtype=np.float32)
+    array[:, :, :3] = 0.0  # a zero border that the non-zero crop removes
+    image = sitk.GetImageFromArray(array)
+    image.SetSpacing((0.8, 1.0, 2.5))  # x, y, z
+    target_zyx = (2.0, 2.0, 1.6)
+    channel = ChannelNormalization("CT", mean=0.0, sd=1.0, lower_bound=-1000.0, upper_bound=1000.0)
+    plans = Plans(
+        (channel,),
+        tuple(target_zyx[a] for a in transpose),
+        (8, 8, 8),
+        2,
+        transpose,
+        tuple(int(a) for a in np.argsort(transpose)),
+    )
+    region = ((4, 13), (7, 22), (9, 31))
+    data, info = preprocess([image], plans, region)
+    assert preprocess([image], plans)[0].shape == data.shape  # the whole image is still preprocessed
+    mapped = info.region_transposed
+    for network_axis, stored_axis in enumerate(transpose):
+        (start, stop), (crop_start, _) = region[stored_axis], info.crop_bbox_zyx[stored_axis]
+        old, new = info.shape_after_crop_zyx[stored_axis], data.shape[1 + network_axis]
+        centres = (np.arange(max(start, crop_start), stop) - crop_start + 0.5) * new / old - 0.5
+        low, high = mapped[network_axis]
+        assert low <= np.floor(centres.min()) and np.ceil(centres.max()) < high
+        assert high - low <= (stop - max(start, crop_start)) * new / old + 2
+    assert preprocess([image], plans, ((0, 20), (0, 30), (0, 40)))[1].region_transposed is None

@@ -249,3 +249,46 @@ def test_cuda_fp16_matches_cpu_fp32(network):
     network.cpu()
     assert gpu.device.type == "cpu"
     assert (gpu.argmax(0) == exact.argmax(0)).float().mean().item() > 0.99
+
+
+def test_region_runs_fewer_tiles_keeps_the_logits_inside_and_says_background_outside(network):
+    shape = (24, 48, 96)
+    array = _volume(shape, seed=6)
+    region = ((0, 24), (0, 48), (8, 40))  # the body box: x 8-40 of 96
+    calls = []
+    handle = network.register_forward_hook(lambda module, args, output: calls.append(args[0].shape[0]))
+    try:
+        whole = predict_sliding_window(network, array, EXACT)
+        whole_tiles = sum(calls)
+        calls.clear()
+        boxed = predict_sliding_window(network, array, EXACT, region=region)
+        boxed_tiles = sum(calls)
+    finally:
+        handle.remove()
+    assert boxed_tiles < whole_tiles
+    # Inside the region, away from its edges, every voxel had all of its tiles: the same logits.
+    torch.testing.assert_close(boxed[..., 8:32], whole[..., 8:32], atol=1e-5, rtol=1e-5)
+    uncovered = boxed[..., 64:]  # no tile reaches x >= 64 here
+    assert (uncovered[0] == 100.0).all() and (uncovered[1:] == 0).all()
+    assert (boxed.argmax(0)[..., 64:] == 0).all()
+
+
+@pytest.mark.parametrize("overlap", [0.0, 0.25, 0.5, 0.75])
+def test_tiles_for_a_region_come_from_the_whole_grid_and_cover_the_region(overlap):
+    from unetrpp.pipeline.sliding_window import _tiles_for_region
+
+    rng = np.random.default_rng(int(overlap * 100))
+    shape, patch = (40, 150, 170), (16, 32, 32)
+    grid = set(plan_tiles(shape, patch, overlap))
+    for _ in range(20):
+        region = []
+        for size in shape:
+            low = int(rng.integers(0, size - 1))
+            region.append((low, int(rng.integers(low + 1, size + 1))))
+        tiles, box = _tiles_for_region(shape, patch, overlap, region)
+        assert set(tiles) <= grid
+        covered = np.zeros(shape, dtype=bool)
+        for corner in tiles:
+            covered[tuple(slice(c, c + p) for c, p in zip(corner, patch))] = True
+        assert covered[tuple(slice(low, high) for low, high in region)].all()
+        assert all(start <= low and high <= stop for (low, high), (start, stop) in zip(region, box))

@@ -59,6 +59,8 @@ def optimize_for_inference(
     *,
     fold_batch_norm: bool = True,
     onednn_convolutions: bool = True,
+    contiguous_heads: bool = True,
+    pointwise_products: bool = True,
     dtype: torch.dtype | None = None,
 ) -> nn.Module:
     """Return an eval-mode copy of ``network`` that computes the same outputs faster on CPU.
@@ -68,6 +70,8 @@ def optimize_for_inference(
         fold_batch_norm: fold eval BatchNorm into the preceding convolution (default True).
         onednn_convolutions: run float32 3D convolutions through oneDNN even where PyTorch's size
             heuristic would not (default True); see :class:`OneDNNConv3d`.
+        contiguous_heads: lay EPA's head-split projections out contiguously (default True).
+        pointwise_products: compute 1x1x1 convolutions as matrix or broadcast products (default True).
         dtype: ``torch.bfloat16`` to store parameters in bf16 (input cast to bf16, output returned as
             bf16); None (default) keeps float32 and float32-exact outputs.
 
@@ -84,9 +88,9 @@ def optimize_for_inference(
     if onednn_convolutions:
         logger.debug("%d convolutions pinned to oneDNN", use_onednn_convolutions(optimized))
     for module in optimized.modules():
-        if isinstance(module, EfficientPairedAttention):
+        if contiguous_heads and isinstance(module, EfficientPairedAttention):
             module.contiguous_heads = True
-        elif _is_pointwise(module):
+        elif pointwise_products and _is_pointwise(module):
             module.__class__ = BroadcastPointwiseConv3d if module.in_channels == 1 else GemmPointwiseConv3d
     if dtype is not None:
         _store_in(optimized, dtype)

@@ -122,7 +122,7 @@ def segment(
     with _stage("inference", f"Sliding window on {device} ({precision.value})", on_event, timings):
         network = _inference_network(loaded.network, device, precision)
         config = dataclasses.replace(options.sliding_window_config(), precision=precision)
-        logits = predict_sliding_window(network, array, config, device, on_event)
+        logits = predict_sliding_window(network, array, config, device, on_event, info.region_transposed)
         del array, network
 
     with _stage("resample", "Back to the input grid", on_event, timings):
@@ -288,7 +288,7 @@ def _check_same_grid(images: Sequence[sitk.Image]) -> None:
 
 
 def _to_input_grid(
-    probabilities: Any,
+    logits: Any,
     info: Any,
     oriented: sitk.Image,
     reference: sitk.Image,
@@ -299,7 +299,7 @@ def _to_input_grid(
     from unetrpp.pipeline.geometry import restore_orientation
     from unetrpp.pipeline.postprocess import keep_largest_component, restore_label_map
 
-    array = restore_label_map(probabilities, info)  # (Z, Y, X) on the oriented image's grid
+    array = restore_label_map(logits, info)  # (Z, Y, X) on the oriented image's grid
     kept = [s.label_value for s in structures]
     if options.structures is not None:
         array[~np.isin(array, kept)] = 0

@@ -6,8 +6,7 @@ repeats them (nnU-Net v1 ``GenericPreprocessor.preprocess_test_case``), in this 
 1. Stack the channels as stored: ``(C, Z, Y, X)`` float32 (``sitk.GetArrayFromImage``; no reorientation
    here, the caller has done it).
 2. Crop to the bounding box of the non-zero mask: any channel != 0, holes filled
-   (``scipy.ndimage.binary_fill_holes``). The filled mask is also the normalisation mask. A caller may
-   restrict the box further (``region_zyx``: the CT body box, which nnU-Net does not have).
+   (``scipy.ndimage.binary_fill_holes``). The filled mask is also the normalisation mask.
 3. Apply ``transpose_forward`` to the axes (and spacings).
 4. Resample to ``plans.target_spacing_zyx``; new shape = round(spacing / target * shape). If the
    original spacing, or else the target spacing, is anisotropic (max / min > 3) and one axis alone is
@@ -62,6 +61,8 @@ class PreprocessInfo:
         transpose_forward, transpose_backward: the plans' axis permutations.
         intensity_shift, intensity_scale: per channel, the array holds (clip(x) - shift) / scale
             (inside the mask; 0 outside it where the mask is used).
+        region_transposed: [start, stop) per network axis of the part worth predicting (the CT body
+            box), or None for the whole array.
     """
 
     shape_before_crop_zyx: Triple
@@ -74,6 +75,7 @@ class PreprocessInfo:
     transpose_backward: Triple = (0, 1, 2)
     intensity_shift: tuple[float, ...] = ()
     intensity_scale: tuple[float, ...] = ()
+    region_transposed: tuple[tuple[int, int], ...] | None = None
 
     @property
     def target_spacing_zyx(self) -> Spacing:
@@ -90,8 +92,10 @@ def preprocess(
     Args:
         images: one 3D image per input channel, all on one grid, already in the model's orientation.
         plans: target spacing, transposes and per-channel normalisation.
-        region_zyx: [start, stop) per stored axis that the crop of step 2 is restricted to (the body box
-            of :mod:`unetrpp.pipeline.body_crop`); None: the whole image, as nnU-Net.
+        region_zyx: [start, stop) per stored axis of the part worth predicting (the CT body box of
+            :mod:`unetrpp.pipeline.body_crop`). The whole image is still preprocessed (cropping before
+            resampling would shift the resampled grid); the box is mapped onto the preprocessed array
+            as ``info.region_transposed`` for the sliding window.
 
     Returns:
         ``(array, info)``: array (C, Z, Y, X) float32 in the network's axis order at the target spacing;
@@ -113,10 +117,6 @@ def preprocess(
     if not mask.any():
         raise InputImageError("every voxel of every input channel is 0; nothing to segment")
     bbox = _bounding_box(mask) if plans.use_nonzero_crop else tuple((0, s) for s in shape_before)
-    if region_zyx is not None:
-        bbox = tuple((max(a, c), min(b, d)) for (a, b), (c, d) in zip(bbox, region_zyx))
-        if any(start >= stop for start, stop in bbox):
-            raise InputImageError(f"the region {tuple(region_zyx)} holds no non-zero voxel")
     region = tuple(slice(start, stop) for start, stop in bbox)
     data, mask = data[(slice(None), *region)], mask[region]
     shape_after_crop: Triple = tuple(int(s) for s in data.shape[1:])  # type: ignore[assignment]
@@ -147,6 +147,9 @@ def preprocess(
         shifts.append(shift)
         scales.append(scale)
 
+    region_transposed = None
+    if region_zyx is not None:
+        region_transposed = _map_region(region_zyx, bbox, shape_after_crop, forward, new_shape)
     info = PreprocessInfo(
         shape_before_crop_zyx=shape_before,
         crop_bbox_zyx=tuple((int(a), int(b)) for a, b in bbox),  # type: ignore[arg-type]
@@ -158,8 +161,33 @@ def preprocess(
         transpose_backward=plans.transpose_backward,
         intensity_shift=tuple(shifts),
         intensity_scale=tuple(scales),
+        region_transposed=region_transposed,
     )
     return np.ascontiguousarray(data, dtype=np.float32), info
+
+
+def _map_region(
+    region_zyx: Sequence[tuple[int, int]],
+    crop_bbox: Sequence[tuple[int, int]],
+    crop_shape: Sequence[int],
+    forward: Sequence[int],
+    new_shape: Sequence[int],
+) -> tuple[tuple[int, int], ...] | None:
+    """A [start, stop) box of the stored array -> the box of the preprocessed array that every voxel
+    centre of it falls between (so interpolating back needs nothing outside); None for the whole array."""
+    mapped = []
+    for axis in forward:
+        (start, stop), (crop_start, _) = region_zyx[axis], crop_bbox[axis]
+        size = new_shape[len(mapped)]
+        scale = size / crop_shape[axis]
+        first = max(start - crop_start, 0)
+        last = min(stop - crop_start, crop_shape[axis]) - 1
+        low = int(np.floor((first + 0.5) * scale - 0.5))
+        high = int(np.ceil((last + 0.5) * scale - 0.5)) + 1
+        mapped.append((max(low, 0), min(max(high, low + 1), size)))
+    if all(low == 0 and high == size for (low, high), size in zip(mapped, new_shape)):
+        return None
+    return tuple(mapped)
 
 
 def separate_axis(spacing: Sequence[float], target_spacing: Sequence[float]) -> int | None:

@@ -292,6 +292,54 @@ def _summed_weights(
     return weight_sum
 
 
+def _tiles_for_region(
+    shape_zyx: Sequence[int],
+    patch_size_zyx: Sequence[int],
+    overlap: float,
+    region: Sequence[tuple[int, int]] | None,
+) -> tuple[list[tuple[int, int, int]], tuple[tuple[int, int], ...]]:
+    """The tiles to run and the [start, stop) box they cover.
+
+    The tiles are those of the whole volume's grid (:func:`plan_tiles`), so a voxel inside ``region``
+    gets the same tiles, and the same prediction, as without a region; only tiles that overlap
+    ``region`` by less than the tile overlap (``patch - step`` voxels) along some axis are skipped:
+    their Gaussian weight inside the region is small, and the tiles kept still cover all of it.
+    """
+    per_axis = []
+    for axis, (size, patch) in enumerate(zip(shape_zyx, patch_size_zyx)):
+        starts = tile_starts(size, patch, overlap)
+        if region is not None:
+            low, high = region[axis]
+            step = max(int(patch * (1.0 - overlap)), 1)
+            need = min(max(patch - step, 1), high - low)
+            kept = [s for s in starts if min(s + patch, high) - max(s, low) >= need]
+            covered = np.zeros(size, dtype=bool)
+            for start in kept:
+                covered[start : start + patch] = True
+            if not covered[low:high].all():  # a safety net: every tile that touches the region
+                kept = [s for s in starts if min(s + patch, high) > max(s, low)]
+            starts = tuple(kept)
+        per_axis.append(starts)
+    box = tuple((starts[0], starts[-1] + patch) for starts, patch in zip(per_axis, patch_size_zyx))
+    return list(itertools.product(*per_axis)), box
+
+
+BACKGROUND_LOGIT = 100.0  # outside the region: softmax (1, 0, ..., 0), and it fits in float16
+
+
+def _fill_background_outside(accumulator: torch.Tensor | None, box: Sequence[tuple[int, int]]) -> None:
+    """Logits that say background with certainty everywhere outside ``box`` (what the tiles covered)."""
+    if accumulator is None:
+        return
+    for axis, (start, stop) in enumerate(box):  # the slabs before and after the box along each axis
+        for slab in (slice(0, start), slice(stop, None)):
+            index = [slice(None)] * accumulator.ndim
+            index[axis + 1] = slab
+            accumulator[tuple(index)] = 0
+            index[0] = 0
+            accumulator[tuple(index)] = BACKGROUND_LOGIT
+
+
 @contextlib.contextmanager
 def _inference_state(network: nn.Module) -> Iterator[None]:
     """Eval mode and no deep supervision for the duration; the caller's settings come back after."""
@@ -315,6 +363,7 @@ def predict_sliding_window(
     config: SlidingWindowConfig = SlidingWindowConfig(),
     device: torch.device | str = "cpu",
     on_event: EventCallback | None = None,
+    region: Sequence[tuple[int, int]] | None = None,
 ) -> torch.Tensor:
     """Class logits of a whole preprocessed volume by Gaussian-blended sliding-window inference.
 
@@ -326,6 +375,10 @@ def predict_sliding_window(
         device: where the network runs and the logits are accumulated.
         on_event: receives a ``ProgressEvent`` (stage ``"inference"``) with done/total tiles at the start
             and after every batch.
+        region: [start, stop) per axis (z, y, x) of the part to predict (the CT body box): tiles of the
+            whole volume's grid that barely touch it are skipped (see :func:`_tiles_for_region`), and
+            every voxel no tile covers gets logits that say background (class 0) with certainty.
+            None: the whole volume.
 
     Returns:
         (K, Z, Y, X) blended logits on the CPU, float16 or float32 per ``config.accumulation``; their
@@ -345,7 +398,9 @@ def predict_sliding_window(
     autocast = _autocast(config.precision, device)  # raises before any work for fp16 on the CPU
 
     volume, crop = _pad_to_patch(torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)), patch_size)
-    tiles = plan_tiles(volume.shape[1:], patch_size, config.overlap)
+    if region is not None:  # into the padded volume's coordinates
+        region = [(start + pad.start, stop + pad.start) for (start, stop), pad in zip(region, crop)]
+    tiles, box = _tiles_for_region(volume.shape[1:], patch_size, config.overlap, region)
     weight = gaussian_importance_map(patch_size, config.sigma_scale).to(device)
     weight_sum = _summed_weights(volume.shape[1:], tiles, weight)
     accumulator: torch.Tensor | None = None
@@ -387,4 +442,5 @@ def predict_sliding_window(
                     tile_weight = tile_weight.to(accumulator.dtype)
                 accumulator[(slice(None), *window)].addcmul_(tile_logits, tile_weight)
             tracker.advance(len(corners))
+        _fill_background_outside(accumulator, box)
         return accumulator[(slice(None), *crop)].contiguous().cpu()
