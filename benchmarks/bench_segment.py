@@ -4,10 +4,10 @@ One run, one synthetic CT-like volume (512x512x150 voxels at 0.76x0.76x3 mm: a b
 around it, soft tissue, organs, bone and lung), the synapse network with random but seeded weights,
 and four configurations, each in a fresh subprocess so that peak memory is its own:
 
-* ``reference``: the reference way: nnU-Net v1 style preprocessing (resample every slice in-plane to
-  (3.0, 0.758, 0.758) mm with cubic splines, CT clip + z-score), MONAI ``sliding_window_inference`` in
-  float32 (overlap 0.5, Gaussian weights) on the network as built, softmax of the whole volume, every
-  class resampled back (linear in-plane), argmax, NIfTI written;
+* ``reference``: the reference way: nnU-Net v1 preprocessing written with skimage (for this CT: every
+  slice resized in-plane to (3.0, 0.758, 0.758) mm with cubic splines; CT clip + z-score), MONAI
+  ``sliding_window_inference`` in float32 (overlap 0.5, Gaussian weights) on the network as built,
+  softmax of the whole volume, every class resampled back (linear), argmax, NIfTI written;
 * ``default``: ``unetrpp.segment`` with its default options (on a CPU with bf16 instructions: bf16);
 * ``fp32``: the defaults with ``precision="fp32"``: what a CPU without bf16 instructions gets;
 * ``fast``: the defaults with ``overlap=0.25`` (MONAI's default overlap): about half the tiles.
@@ -157,23 +157,24 @@ def _build_network(size: BenchSize):
     return build_network("synapse", **size.network_overrides()).eval()
 
 
-def _resize_slices(volume: np.ndarray, shape_yx: tuple[int, int], order: int) -> np.ndarray:
-    """nnU-Net v1 anisotropic resampling: every z slice resized in-plane (float64 inside)."""
+def _nnunet_resample(
+    volume: np.ndarray, new_shape: tuple[int, ...], order: int, axis: int | None
+) -> np.ndarray:
+    """nnU-Net v1's ``resample_data_or_seg`` for one channel, written with skimage: with a separate
+    (low-resolution) axis every slice across it is resized in-plane and the axis itself is sampled by
+    nearest neighbour; otherwise the volume is resized in 3D (float64 inside)."""
     from skimage.transform import resize
+    from unetrpp.pipeline.preprocess import nearest_indices
 
-    out = np.empty((volume.shape[0], *shape_yx), dtype=np.float32)
-    for z in range(volume.shape[0]):
-        out[z] = resize(volume[z].astype(np.float64), shape_yx, order=order, mode="edge", anti_aliasing=False)
-    return out
+    def resized(array: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+        return resize(array.astype(np.float64), shape, order=order, mode="edge", anti_aliasing=False)
 
-
-def _nearest_z(volume: np.ndarray, depth: int) -> np.ndarray:
-    if volume.shape[0] == depth:
-        return volume
-    index = np.clip(
-        np.round((np.arange(depth) + 0.5) * volume.shape[0] / depth - 0.5), 0, volume.shape[0] - 1
-    )
-    return volume[index.astype(int)]
+    if axis is None:
+        return resized(volume, new_shape).astype(np.float32)
+    moved = np.moveaxis(volume, axis, 0)
+    in_plane = tuple(n for a, n in enumerate(new_shape) if a != axis)
+    slices = np.stack([resized(plane, in_plane).astype(np.float32) for plane in moved])
+    return np.moveaxis(slices[nearest_indices(moved.shape[0], new_shape[axis])], 0, axis)
 
 
 def _run_reference(network, plans, image_path: Path, out_dir: Path) -> tuple[dict, np.ndarray]:
@@ -181,6 +182,7 @@ def _run_reference(network, plans, image_path: Path, out_dir: Path) -> tuple[dic
     import SimpleITK as sitk
     import torch
     from monai.inferers import sliding_window_inference
+    from unetrpp.pipeline.preprocess import separate_axis
 
     seconds: dict[str, float] = {}
     start = time.perf_counter()
@@ -192,7 +194,8 @@ def _run_reference(network, plans, image_path: Path, out_dir: Path) -> tuple[dic
     spacing_zyx = np.array(tuple(reversed(image.GetSpacing())))
     target = np.array(plans.target_spacing_zyx)
     new_shape = tuple(int(n) for n in np.round(spacing_zyx / target * array.shape))
-    data = _nearest_z(_resize_slices(array, new_shape[1:], order=3), new_shape[0])
+    axis = separate_axis(spacing_zyx, target)
+    data = _nnunet_resample(array, new_shape, order=3, axis=axis)
     normalization = plans.channels[0]
     np.clip(data, normalization.lower_bound, normalization.upper_bound, out=data)
     data = (data - normalization.mean) / normalization.sd
@@ -216,7 +219,7 @@ def _run_reference(network, plans, image_path: Path, out_dir: Path) -> tuple[dic
     start = time.perf_counter()
     restored = np.empty((len(probabilities), *array.shape), dtype=np.float32)
     for channel, scores in enumerate(probabilities):
-        restored[channel] = _nearest_z(_resize_slices(scores, array.shape[1:], order=1), array.shape[0])
+        restored[channel] = _nnunet_resample(scores, array.shape, order=1, axis=axis)
     del probabilities
     label_map = np.argmax(restored, axis=0).astype(np.uint8)
     del restored

@@ -58,26 +58,29 @@ def compare_levers(variant: str, repeats: int) -> None:
     def bf16() -> contextlib.AbstractContextManager:
         return torch.autocast("cpu", dtype=torch.bfloat16)
 
-    off = {"onednn_convolutions": False, "contiguous_heads": False, "pointwise_products": False}
-    steps = {  # each adds one rewrite to the one before
-        "fp32 + BN folded": {**off},
-        "fp32 + convs pinned to oneDNN": {**off, "onednn_convolutions": True},
-        "fp32 + contiguous EPA heads": {**off, "onednn_convolutions": True, "contiguous_heads": True},
-        "fp32 + pointwise convs as products (optimize_for_inference)": {},
-    }
+    rewrites = ("onednn_convolutions", "contiguous_heads", "pointwise_products", "channels_last")
+    names = (
+        "fp32 + BN folded",
+        "fp32 + convs pinned to oneDNN",
+        "fp32 + contiguous EPA heads",
+        "fp32 + pointwise convs as products",
+        "fp32 + full-resolution blocks channels-last (optimize_for_inference)",
+    )
+    # each step adds one rewrite to the one before
+    steps = {name: {r: i > n for n, r in enumerate(rewrites)} for i, name in enumerate(names)}
     levers = {"fp32 as built": (plain, tile, fp32)}  # name: (network, input, autocast)
     for name, flags in steps.items():
         levers[name] = (optimize_for_inference(plain, **flags), tile, fp32)
     optimized = optimize_for_inference(plain)
     bf16_weights = optimize_for_inference(plain, dtype=torch.bfloat16)
-    channels_last = optimize_for_inference(plain).to(memory_format=torch.channels_last_3d)
+    whole_cl = optimize_for_inference(plain, channels_last=False).to(memory_format=torch.channels_last_3d)
     tile_cl = tile.contiguous(memory_format=torch.channels_last_3d)
     levers.update(
         {
             "bf16 autocast, as built": (plain, tile, bf16),
             "bf16 autocast + optimize_for_inference": (optimized, tile, bf16),
             "bf16 autocast + optimize_for_inference(dtype=bf16) (the default)": (bf16_weights, tile, bf16),
-            "bf16 autocast + optimized + channels_last_3d": (channels_last, tile_cl, bf16),
+            "bf16 autocast + optimized, whole network channels_last_3d": (whole_cl, tile_cl, bf16),
             "bf16 autocast + optimize(dtype=bf16), batch of 2": (bf16_weights, tile2, bf16),
         }
     )

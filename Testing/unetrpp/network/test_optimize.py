@@ -8,6 +8,7 @@ from torch import nn
 from unetrpp.network import build_network
 from unetrpp.network.epa import EfficientPairedAttention
 from unetrpp.network.optimize import (
+    BatchStatsInstanceNorm3d,
     BroadcastPointwiseConv3d,
     GemmPointwiseConv3d,
     OneDNNConv3d,
@@ -60,8 +61,11 @@ def test_optimized_tiny_network_equals_original_in_eval_mode(variant):
     image = torch.randn(2, network.config.in_channels, stem_z, 32, 32, generator=generator)
     with torch.inference_mode():
         expected, actual = network(image), optimized(image)
+        single = optimized(image[:1])  # batch 1: the batch-statistics instance norms
     assert actual.shape == expected.shape
     assert _max_relative_error(expected, actual) < 1e-4
+    assert _max_relative_error(expected[:1], single) < 1e-4
+    assert single.is_contiguous(memory_format=torch.channels_last_3d)  # the head ran channels-last
     assert not any(isinstance(m, nn.BatchNorm3d) for m in optimized.modules())
     assert any(isinstance(m, OneDNNConv3d) for m in optimized.modules())
 
@@ -142,6 +146,38 @@ def test_pointwise_convs_are_products_with_the_convolutions_results(in_channels,
             torch.testing.assert_close(
                 product(features).float(), conv(features).float(), rtol=2e-2, atol=2e-2
             )
+
+
+def test_batch_statistics_instance_norm_equals_instance_norm_in_both_layouts():
+    features = torch.randn(1, 6, 5, 7, 9, generator=torch.Generator().manual_seed(8)) * 3 + 1
+    for affine in (False, True):
+        norm = nn.InstanceNorm3d(6, affine=affine)
+        if affine:
+            with torch.no_grad():
+                norm.weight.uniform_(0.5, 1.5)
+                norm.bias.uniform_(-1, 1)
+        batch_stats = nn.InstanceNorm3d(6, affine=affine)
+        batch_stats.load_state_dict(norm.state_dict())
+        batch_stats.__class__ = BatchStatsInstanceNorm3d
+        with torch.inference_mode():
+            expected = norm(features)
+            for layout in (torch.contiguous_format, torch.channels_last_3d):
+                torch.testing.assert_close(batch_stats(features.contiguous(memory_format=layout)), expected)
+            two = torch.cat([features, features * 2])
+            torch.testing.assert_close(batch_stats(two), norm(two))
+
+
+def test_gemm_pointwise_conv_keeps_channels_last_maps_channels_last():
+    conv = nn.Conv3d(5, 3, 1)
+    product = nn.Conv3d(5, 3, 1)
+    product.load_state_dict(conv.state_dict())
+    product.__class__ = GemmPointwiseConv3d
+    features = torch.randn(2, 5, 4, 6, 8, generator=torch.Generator().manual_seed(9))
+    channels_last = features.contiguous(memory_format=torch.channels_last_3d)
+    with torch.inference_mode():
+        output = product(channels_last)
+        torch.testing.assert_close(output, conv(features), rtol=1e-5, atol=1e-6)
+    assert output.is_contiguous(memory_format=torch.channels_last_3d)
 
 
 def test_every_pointwise_conv_of_the_copy_is_a_product():

@@ -1,10 +1,11 @@
-"""Crop a CT to the patient's body before tiling: the air around it holds no structure to segment.
+"""The CT body box: the part of a CT worth tiling, since the air around the patient holds no structure.
 
-A 512 x 512 abdominal CT is mostly air in its corners and in front of and behind the patient; tiling
-only the body's bounding box (plus a margin) runs far fewer tiles: 140 instead of 256 on the synthetic
-CT of ``benchmarks/bench_segment.py``. The voxels outside the box come back as background, which is what
-a trained network predicts in air anyway; the agreement with the uncropped way is measured in
-``benchmarks/RESULTS.md``.
+A 512 x 512 abdominal CT is mostly air in its corners and in front of and behind the patient. The
+sliding window skips the tiles that barely touch the body's bounding box (plus a margin): 160 instead of
+256 on the synthetic CT of ``benchmarks/bench_segment.py``. The tiles it keeps are those of the whole
+image's grid, so the body gets the same prediction as without the box; what no tile covers comes back
+as background, which is what a trained network predicts in air anyway (agreement with the reference way
+in ``benchmarks/RESULTS.md``).
 
 The body is every voxel above ``BODY_THRESHOLD_HU``: fat, soft tissue, bone, the table and clothing,
 but not air. Lungs and bowel gas lie inside the box because tissue surrounds them. An image whose air
