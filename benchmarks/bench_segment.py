@@ -462,8 +462,8 @@ def _format_report(report: dict) -> str:
         f"(bf16 instructions: {', '.join(machine['bf16_instructions']) or 'none'}), "
         f"{machine['memory_gb']} GB RAM, "
         f"torch {machine['torch']} ({machine['torch_threads']} threads), Python {machine['python']}. "
-        f"Load average at start {report['load_average_start']:.1f}: the CPU was shared with other jobs, "
-        "so compare configurations by their ratios within this run.",
+        f"Load average at start {report['load_average_start']:.1f} (other jobs on the machine slow "
+        "every configuration); compare configurations by their ratios within this run.",
         "",
         f"Matrix-product peak ({report['matmul_size']}^2): fp32 {peaks['fp32']:.0f} GFLOP/s, "
         f"bf16 {peaks['bf16']:.0f} GFLOP/s.",
