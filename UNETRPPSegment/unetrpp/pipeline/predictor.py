@@ -153,7 +153,7 @@ def _body_region(image: sitk.Image, plans: Plans) -> tuple[tuple[int, int], ...]
 
 def _inference_network(network: nn.Module, device: torch.device, precision: Precision) -> nn.Module:
     """The network to tile with: on the CPU an inference copy (``optimize_for_inference``), with bf16
-    weights when bf16 was chosen (0.52 instead of 1.31 s per synapse tile, benchmarks/RESULTS.md)."""
+    weights when bf16 was chosen (0.36 instead of 1.27 s per synapse tile, benchmarks/RESULTS.md)."""
     if device.type != "cpu":
         return network
     import torch
@@ -295,7 +295,7 @@ def _to_input_grid(
     structures: Sequence[Structure],
     options: SegmentOptions,
 ) -> sitk.Image:
-    """Probabilities on the network grid -> label image with exactly ``reference``'s geometry."""
+    """Logits on the network grid -> label image with exactly ``reference``'s geometry."""
     from unetrpp.pipeline.geometry import restore_orientation
     from unetrpp.pipeline.postprocess import keep_largest_component, restore_label_map
 

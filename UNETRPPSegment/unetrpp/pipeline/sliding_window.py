@@ -11,10 +11,11 @@ Three small steps, each testable alone:
    as nnU-Net and MONAI's ``mode="gaussian"``) divided by the sum of all weights at that voxel, and
    added up.
 
-Logits, not softmax probabilities, are blended (and later resampled), as nnU-Net v2 does and as MONAI's
+Logits, not softmax probabilities, are blended, as nnU-Net v2 does and as MONAI's
 ``sliding_window_inference`` does with a network's raw output; nnU-Net v1 blended probabilities. The
 argmax of the two differs where overlapping tiles disagree; blending logits keeps this pipeline on the
-reference way of running UNETR++ (``benchmarks/bench_segment.py``) and skips a softmax per tile.
+reference way of running UNETR++ (``benchmarks/bench_segment.py``) and skips a softmax per tile. Their
+softmax is taken when they are resampled back (:mod:`unetrpp.pipeline.postprocess`).
 
 Why not call ``monai.inferers.sliding_window_inference`` directly: it holds a float32 accumulator for
 every class plus its own output copy (for a 512x512x150 CT and 14 classes that is over 4 GB), emits no
@@ -63,9 +64,10 @@ class Precision(str, enum.Enum):
     """Arithmetic of the network's forward pass.
 
     AUTO is fp16 autocast on CUDA (as nnU-Net), bf16 on CPUs with bf16 instructions (AVX512-BF16 or
-    AMX; 2.4x per tile with :func:`~unetrpp.network.optimize.optimize_for_inference`'s bf16 copy,
-    ``benchmarks/RESULTS.md``) and fp32 on other CPUs, where bf16 is emulated and slower. BF16 works on
-    both devices; FP16 is CUDA only. :func:`resolve_precision` turns AUTO into one of the others.
+    AMX; 2.4x per tile over the fp32 inference copy of
+    :func:`~unetrpp.network.optimize.optimize_for_inference`, ``benchmarks/RESULTS.md``) and fp32 on
+    other CPUs, where bf16 is emulated and slower. BF16 works on both devices; FP16 is CUDA only.
+    :func:`resolve_precision` turns AUTO into one of the others.
     """
 
     AUTO = "auto"
