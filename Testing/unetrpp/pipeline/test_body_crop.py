@@ -1,43 +1,27 @@
-"""body_bounding_box: the box of the voxels above -500 HU, grown by the margin in mm, clipped."""
+"""body_mask: the voxels above -500 HU; None when nothing or everything is body."""
 
 from __future__ import annotations
 
 import numpy as np
 import SimpleITK as sitk
-from unetrpp.pipeline.body_crop import BODY_MARGIN_MM, BODY_THRESHOLD_HU, body_bounding_box
+from unetrpp.pipeline.body_crop import BODY_THRESHOLD_HU, body_mask
 
 
-def _ct(array: np.ndarray, spacing_xyz=(0.8, 0.8, 2.5)) -> sitk.Image:
+def _ct(array: np.ndarray) -> sitk.Image:
     image = sitk.GetImageFromArray(array)
-    image.SetSpacing(spacing_xyz)
+    image.SetSpacing((0.8, 0.8, 2.5))
     return image
 
 
-def test_box_is_the_body_extent_plus_the_margin_in_voxels_of_each_axis():
-    array = np.full((40, 100, 120), -1000, dtype=np.int16)
-    array[10:30, 30:70, 25:95] = 40  # soft tissue
-    array[15:20, 40:50, 50:60] = -850  # lung inside the body: kept inside the box
-    box = body_bounding_box(_ct(array))
-    margin_z, margin_xy = int(np.ceil(BODY_MARGIN_MM / 2.5)), int(np.ceil(BODY_MARGIN_MM / 0.8))
-    assert box == (
-        (10 - margin_z, 30 + margin_z),
-        (30 - margin_xy, 70 + margin_xy),
-        (25 - margin_xy, 95 + margin_xy),
-    )
+def test_mask_is_the_voxels_above_the_threshold_in_stored_order():
+    array = np.full((10, 30, 40), -1000, dtype=np.int16)
+    array[2:8, 5:25, 10:35] = 40  # soft tissue
+    array[4:6, 10:15, 20:25] = -850  # lung inside the body: not body itself
+    array[0, 0, 0] = int(BODY_THRESHOLD_HU) + 1
+    mask = body_mask(_ct(array))
+    np.testing.assert_array_equal(mask, array > BODY_THRESHOLD_HU)
 
 
-def test_box_is_clipped_at_the_image_border():
-    array = np.full((12, 50, 60), -1000, dtype=np.int16)
-    array[:, 2:20, 30:58] = int(BODY_THRESHOLD_HU) + 1
-    box = body_bounding_box(_ct(array))
-    assert box == ((0, 12), (0, 20 + 13), (30 - 13, 60))
-
-
-def test_no_box_when_nothing_would_be_cut_or_there_is_no_body():
-    body_everywhere = np.zeros((8, 30, 30), dtype=np.int16)  # not in HU, or a body filling the field
-    assert body_bounding_box(_ct(body_everywhere)) is None
-    air_only = np.full((8, 30, 30), -1000, dtype=np.int16)
-    assert body_bounding_box(_ct(air_only)) is None
-    touching = np.full((8, 30, 30), -1000, dtype=np.int16)
-    touching[0, 0, 0] = touching[-1, -1, -1] = 100  # the margin reaches every border
-    assert body_bounding_box(_ct(touching)) is None
+def test_no_mask_when_nothing_or_everything_is_body():
+    assert body_mask(_ct(np.zeros((4, 20, 20), dtype=np.int16))) is None  # not in HU, or all body
+    assert body_mask(_ct(np.full((4, 20, 20), -1000, dtype=np.int16))) is None  # air only

@@ -251,44 +251,51 @@ def test_cuda_fp16_matches_cpu_fp32(network):
     assert (gpu.argmax(0) == exact.argmax(0)).float().mean().item() > 0.99
 
 
-def test_region_runs_fewer_tiles_keeps_the_logits_inside_and_says_background_outside(network):
+def test_body_runs_fewer_tiles_keeps_their_logits_and_says_background_where_none_ran(network):
     shape = (24, 48, 96)
     array = _volume(shape, seed=6)
-    region = ((0, 24), (0, 48), (8, 40))  # the body box: x 8-40 of 96
+    body = np.zeros(shape, dtype=bool)
+    body[:, 8:40, 10:38] = True  # the body: x 10-38 of 96
     calls = []
     handle = network.register_forward_hook(lambda module, args, output: calls.append(args[0].shape[0]))
     try:
         whole = predict_sliding_window(network, array, EXACT)
         whole_tiles = sum(calls)
         calls.clear()
-        boxed = predict_sliding_window(network, array, EXACT, region=region)
-        boxed_tiles = sum(calls)
+        masked = predict_sliding_window(network, array, EXACT, body=body)
+        masked_tiles = sum(calls)
     finally:
         handle.remove()
-    assert boxed_tiles < whole_tiles
-    # Inside the region, away from its edges, every voxel had all of its tiles: the same logits.
-    torch.testing.assert_close(boxed[..., 8:32], whole[..., 8:32], atol=1e-5, rtol=1e-5)
-    uncovered = boxed[..., 64:]  # no tile reaches x >= 64 here
+    assert masked_tiles < whole_tiles
+    # x 16-24: every tile over it (x starts 0, 8, 16) has at least 20% body, so all of them ran.
+    torch.testing.assert_close(masked[..., 16:24], whole[..., 16:24], atol=1e-5, rtol=1e-5)
+    uncovered = masked[..., 64:]  # no tile with body reaches x >= 64
     assert (uncovered[0] == 100.0).all() and (uncovered[1:] == 0).all()
-    assert (boxed.argmax(0)[..., 64:] == 0).all()
 
 
-@pytest.mark.parametrize("overlap", [0.0, 0.25, 0.5, 0.75])
-def test_tiles_for_a_region_come_from_the_whole_grid_and_cover_the_region(overlap):
-    from unetrpp.pipeline.sliding_window import _tiles_for_region
+@pytest.mark.parametrize("overlap", [0.0, 0.25, 0.5])
+def test_tiles_over_a_body_come_from_the_whole_grid_and_cover_every_body_voxel(overlap):
+    from unetrpp.pipeline.sliding_window import MIN_BODY_FRACTION, _tiles_over_body
 
     rng = np.random.default_rng(int(overlap * 100))
     shape, patch = (40, 150, 170), (16, 32, 32)
-    grid = set(plan_tiles(shape, patch, overlap))
-    for _ in range(20):
-        region = []
-        for size in shape:
-            low = int(rng.integers(0, size - 1))
-            region.append((low, int(rng.integers(low + 1, size + 1))))
-        tiles, box = _tiles_for_region(shape, patch, overlap, region)
-        assert set(tiles) <= grid
-        covered = np.zeros(shape, dtype=bool)
+    grid = plan_tiles(shape, patch, overlap)
+    for _ in range(10):
+        body = torch.zeros(shape, dtype=torch.bool)
+        centre = rng.integers(0, shape)
+        radii = rng.integers(3, 60, size=3)
+        z, y, x = np.ogrid[: shape[0], : shape[1], : shape[2]]
+        inside = ((z - centre[0]) / radii[0]) ** 2 + ((y - centre[1]) / radii[1]) ** 2 + (
+            (x - centre[2]) / radii[2]
+        ) ** 2 <= 1
+        body[torch.from_numpy(inside)] = True
+        body[tuple(int(i) for i in rng.integers(0, shape))] = True  # a lone speck far out
+        tiles = _tiles_over_body(shape, patch, overlap, body)
+        assert set(tiles) <= set(grid)
+        covered = torch.zeros(shape, dtype=torch.bool)
         for corner in tiles:
             covered[tuple(slice(c, c + p) for c, p in zip(corner, patch))] = True
-        assert covered[tuple(slice(low, high) for low, high in region)].all()
-        assert all(start <= low and high <= stop for (low, high), (start, stop) in zip(region, box))
+        assert covered[body].all()
+        for corner in set(grid) - set(tiles):  # skipped tiles are mostly air
+            window = tuple(slice(c, c + p) for c, p in zip(corner, patch))
+            assert body[window].float().mean() < MIN_BODY_FRACTION

@@ -116,14 +116,14 @@ def segment(
         from unetrpp.pipeline.preprocess import preprocess
 
         oriented = [reorient(image, orientation) for image in images]
-        region = _body_region(oriented[0], loaded.plans) if options.crop_to_body else None
-        array, info = preprocess(oriented, loaded.plans, region)
+        array, info = preprocess(oriented, loaded.plans)
+        body = _body_on_network_grid(oriented[0], loaded.plans, info) if options.crop_to_body else None
 
     with _stage("inference", f"Sliding window on {device} ({precision.value})", on_event, timings):
         network = _inference_network(loaded.network, device, precision)
         config = dataclasses.replace(options.sliding_window_config(), precision=precision)
-        logits = predict_sliding_window(network, array, config, device, on_event, info.region_transposed)
-        del array, network
+        logits = predict_sliding_window(network, array, config, device, on_event, body)
+        del array, network, body
 
     with _stage("resample", "Back to the input grid", on_event, timings):
         label_map = _to_input_grid(logits, info, oriented[0], images[0], structures, options)
@@ -142,13 +142,16 @@ def segment(
     return result
 
 
-def _body_region(image: sitk.Image, plans: Plans) -> tuple[tuple[int, int], ...] | None:
-    """The body box to tile (CT models only: their input is in Hounsfield units), or None for all."""
+def _body_on_network_grid(image: sitk.Image, plans: Plans, info: Any) -> np.ndarray | None:
+    """The body mask on the network's grid (CT models only: their input is in Hounsfield units), or None
+    for every tile."""
     if not all(channel.scheme is NormalizationScheme.CT for channel in plans.channels):
         return None
-    from unetrpp.pipeline.body_crop import body_bounding_box
+    from unetrpp.pipeline.body_crop import body_mask
+    from unetrpp.pipeline.preprocess import mask_to_network_grid
 
-    return body_bounding_box(image)
+    mask = body_mask(image)
+    return None if mask is None else mask_to_network_grid(mask, info)
 
 
 def _inference_network(network: nn.Module, device: torch.device, precision: Precision) -> nn.Module:

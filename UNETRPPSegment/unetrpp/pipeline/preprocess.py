@@ -33,7 +33,14 @@ from skimage.transform import resize
 from unetrpp.errors import InputImageError
 from unetrpp.models.cards import ChannelNormalization, NormalizationScheme, Plans
 
-__all__ = ["PreprocessInfo", "preprocess", "ANISOTROPY_THRESHOLD", "separate_axis", "nearest_indices"]
+__all__ = [
+    "PreprocessInfo",
+    "preprocess",
+    "mask_to_network_grid",
+    "ANISOTROPY_THRESHOLD",
+    "separate_axis",
+    "nearest_indices",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -61,8 +68,6 @@ class PreprocessInfo:
         transpose_forward, transpose_backward: the plans' axis permutations.
         intensity_shift, intensity_scale: per channel, the array holds (clip(x) - shift) / scale
             (inside the mask; 0 outside it where the mask is used).
-        region_transposed: [start, stop) per network axis of the part worth predicting (the CT body
-            box), or None for the whole array.
     """
 
     shape_before_crop_zyx: Triple
@@ -75,7 +80,6 @@ class PreprocessInfo:
     transpose_backward: Triple = (0, 1, 2)
     intensity_shift: tuple[float, ...] = ()
     intensity_scale: tuple[float, ...] = ()
-    region_transposed: tuple[tuple[int, int], ...] | None = None
 
     @property
     def target_spacing_zyx(self) -> Spacing:
@@ -84,18 +88,12 @@ class PreprocessInfo:
         return (t[self.transpose_backward[0]], t[self.transpose_backward[1]], t[self.transpose_backward[2]])
 
 
-def preprocess(
-    images: Sequence[sitk.Image], plans: Plans, region_zyx: Sequence[tuple[int, int]] | None = None
-) -> tuple[np.ndarray, PreprocessInfo]:
+def preprocess(images: Sequence[sitk.Image], plans: Plans) -> tuple[np.ndarray, PreprocessInfo]:
     """Turn the input channels into the network's input array, as nnU-Net v1 does for 3d_fullres.
 
     Args:
         images: one 3D image per input channel, all on one grid, already in the model's orientation.
         plans: target spacing, transposes and per-channel normalisation.
-        region_zyx: [start, stop) per stored axis of the part worth predicting (the CT body box of
-            :mod:`unetrpp.pipeline.body_crop`). The whole image is still preprocessed (cropping before
-            resampling would shift the resampled grid); the box is mapped onto the preprocessed array
-            as ``info.region_transposed`` for the sliding window.
 
     Returns:
         ``(array, info)``: array (C, Z, Y, X) float32 in the network's axis order at the target spacing;
@@ -147,9 +145,6 @@ def preprocess(
         shifts.append(shift)
         scales.append(scale)
 
-    region_transposed = None
-    if region_zyx is not None:
-        region_transposed = _map_region(region_zyx, bbox, shape_after_crop, forward, new_shape)
     info = PreprocessInfo(
         shape_before_crop_zyx=shape_before,
         crop_bbox_zyx=tuple((int(a), int(b)) for a, b in bbox),  # type: ignore[arg-type]
@@ -161,33 +156,19 @@ def preprocess(
         transpose_backward=plans.transpose_backward,
         intensity_shift=tuple(shifts),
         intensity_scale=tuple(scales),
-        region_transposed=region_transposed,
     )
     return np.ascontiguousarray(data, dtype=np.float32), info
 
 
-def _map_region(
-    region_zyx: Sequence[tuple[int, int]],
-    crop_bbox: Sequence[tuple[int, int]],
-    crop_shape: Sequence[int],
-    forward: Sequence[int],
-    new_shape: Sequence[int],
-) -> tuple[tuple[int, int], ...] | None:
-    """A [start, stop) box of the stored array -> the box of the preprocessed array that every voxel
-    centre of it falls between (so interpolating back needs nothing outside); None for the whole array."""
-    mapped = []
-    for axis in forward:
-        (start, stop), (crop_start, _) = region_zyx[axis], crop_bbox[axis]
-        size = new_shape[len(mapped)]
-        scale = size / crop_shape[axis]
-        first = max(start - crop_start, 0)
-        last = min(stop - crop_start, crop_shape[axis]) - 1
-        low = int(np.floor((first + 0.5) * scale - 0.5))
-        high = int(np.ceil((last + 0.5) * scale - 0.5)) + 1
-        mapped.append((max(low, 0), min(max(high, low + 1), size)))
-    if all(low == 0 and high == size for (low, high), size in zip(mapped, new_shape)):
-        return None
-    return tuple(mapped)
+def mask_to_network_grid(mask_zyx: np.ndarray, info: PreprocessInfo) -> np.ndarray:
+    """A (z, y, x) mask of the stored array -> the preprocessed array's grid (network axis order):
+    cropped, transposed and resampled by nearest neighbour, as :func:`preprocess` moved the image."""
+    crop = tuple(slice(start, stop) for start, stop in info.crop_bbox_zyx)
+    moved = np.asarray(mask_zyx)[crop].transpose(info.transpose_forward)
+    picks = [
+        nearest_indices(old, new) for old, new in zip(moved.shape, info.shape_after_resampling_transposed)
+    ]
+    return moved[np.ix_(*picks)]
 
 
 def separate_axis(spacing: Sequence[float], target_spacing: Sequence[float]) -> int | None:

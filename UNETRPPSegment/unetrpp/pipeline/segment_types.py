@@ -38,10 +38,10 @@ class SegmentOptions:
         batch_size: tiles per forward pass.
         accumulation: dtype of the blended logits, ``float16`` (half the memory) or ``float32``.
         skip_empty_tiles: predict a tile of constant input (air, padding) once and reuse it.
-        crop_to_body: CT models only: skip the tiles that barely touch the body's bounding box (voxels
-            above -500 HU, plus 10 mm) and label what no tile covers background. The tile grid stays
-            the whole image's, so the body gets the same prediction; 160 instead of 256 tiles on the
-            synthetic abdomen of ``benchmarks/bench_segment.py``.
+        crop_to_body: CT models only: skip the tiles that are mostly air (under 20% of their voxels
+            above -500 HU, unless a body voxel needs them) and label what no tile covers background. The
+            tile grid stays the whole image's; 153 instead of 256 tiles on the synthetic abdomen of
+            ``benchmarks/bench_segment.py``.
         series_uid: DICOM folder input only: the series to read when the folder holds several.
     """
 

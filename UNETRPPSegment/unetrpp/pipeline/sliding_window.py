@@ -294,55 +294,48 @@ def _summed_weights(
     return weight_sum
 
 
-def _tiles_for_region(
+MIN_BODY_FRACTION = 0.2  # a tile with less body than this is skipped (unless a body voxel needs it)
+
+
+def _tiles_over_body(
     shape_zyx: Sequence[int],
     patch_size_zyx: Sequence[int],
     overlap: float,
-    region: Sequence[tuple[int, int]] | None,
-) -> tuple[list[tuple[int, int, int]], tuple[tuple[int, int], ...]]:
-    """The tiles to run and the [start, stop) box they cover.
-
-    The tiles are those of the whole volume's grid (:func:`plan_tiles`), not a grid laid over the region:
-    moving the grid moves the predictions (on the demo model's phantoms, Dice 0.92-0.99 against the
-    reference per structure when the body box was tiled on its own). A tile is skipped when less than
-    ``patch - step`` voxels of it (half the patch at overlap 0.5: its centre lies outside the region)
-    fall inside ``region`` along some axis; the tiles kept still cover all of the region. Voxels near
-    the region's edge then miss a skipped tile's (Gaussian-weighted) share; measured effect in
-    ``benchmarks/RESULTS.md``.
+    body: torch.Tensor | None,
+) -> list[tuple[int, int, int]]:
+    """The tiles to run: those of the whole volume's grid (:func:`plan_tiles`) with at least
+    ``MIN_BODY_FRACTION`` of body voxels, plus, for any body voxel none of them covers, the most body-filled
+    tile that does. Every tile run is one the whole grid runs too, so it predicts exactly what it would
+    have; only the blend near skipped tiles changes (measured in ``benchmarks/RESULTS.md``: a grid of
+    its own over the body's bounding box moved predictions far more). All tiles when ``body`` is None.
     """
-    per_axis = []
-    for axis, (size, patch) in enumerate(zip(shape_zyx, patch_size_zyx)):
-        starts = tile_starts(size, patch, overlap)
-        if region is not None:
-            low, high = region[axis]
-            step = max(int(patch * (1.0 - overlap)), 1)
-            need = min(max(patch - step, 1), high - low)
-            kept = [s for s in starts if min(s + patch, high) - max(s, low) >= need]
-            covered = np.zeros(size, dtype=bool)
-            for start in kept:
-                covered[start : start + patch] = True
-            if not covered[low:high].all():  # a safety net: every tile that touches the region
-                kept = [s for s in starts if min(s + patch, high) > max(s, low)]
-            starts = tuple(kept)
-        per_axis.append(starts)
-    box = tuple((starts[0], starts[-1] + patch) for starts, patch in zip(per_axis, patch_size_zyx))
-    return list(itertools.product(*per_axis)), box
+    tiles = plan_tiles(shape_zyx, patch_size_zyx, overlap)
+    if body is None:
+        return tiles
+    windows = [tuple(slice(c, c + p) for c, p in zip(corner, patch_size_zyx)) for corner in tiles]
+    fractions = [float(body[window].float().mean()) for window in windows]
+    keep = [fraction >= MIN_BODY_FRACTION for fraction in fractions]
+    covered = torch.zeros_like(body)
+    for window, kept in zip(windows, keep):
+        if kept:
+            covered[window] = True
+    for index in sorted(range(len(tiles)), key=lambda n: -fractions[n]):  # a safety net, rarely used
+        if not keep[index] and (body[windows[index]] & ~covered[windows[index]]).any():
+            keep[index] = True
+            covered[windows[index]] = True
+    return [tile for tile, kept in zip(tiles, keep) if kept]
 
 
-BACKGROUND_LOGIT = 100.0  # outside the region: softmax (1, 0, ..., 0), and it fits in float16
+BACKGROUND_LOGIT = 100.0  # where no tile ran: softmax (1, 0, ..., 0), and it fits in float16
 
 
-def _fill_background_outside(accumulator: torch.Tensor | None, box: Sequence[tuple[int, int]]) -> None:
-    """Logits that say background with certainty everywhere outside ``box`` (what the tiles covered)."""
-    if accumulator is None:
+def _background_where_uncovered(accumulator: torch.Tensor, weight_sum: torch.Tensor) -> None:
+    """Logits that say background with certainty where no tile ran (summed weight 0)."""
+    uncovered = weight_sum == 0
+    if not bool(uncovered.any()):
         return
-    for axis, (start, stop) in enumerate(box):  # the slabs before and after the box along each axis
-        for slab in (slice(0, start), slice(stop, None)):
-            index = [slice(None)] * accumulator.ndim
-            index[axis + 1] = slab
-            accumulator[tuple(index)] = 0
-            index[0] = 0
-            accumulator[tuple(index)] = BACKGROUND_LOGIT
+    for index, scores in enumerate(accumulator):  # per class: no index tensor as large as the volume
+        scores.masked_fill_(uncovered, BACKGROUND_LOGIT if index == 0 else 0.0)
 
 
 @contextlib.contextmanager
@@ -368,7 +361,7 @@ def predict_sliding_window(
     config: SlidingWindowConfig = SlidingWindowConfig(),
     device: torch.device | str = "cpu",
     on_event: EventCallback | None = None,
-    region: Sequence[tuple[int, int]] | None = None,
+    body: np.ndarray | None = None,
 ) -> torch.Tensor:
     """Class logits of a whole preprocessed volume by Gaussian-blended sliding-window inference.
 
@@ -380,10 +373,10 @@ def predict_sliding_window(
         device: where the network runs and the logits are accumulated.
         on_event: receives a ``ProgressEvent`` (stage ``"inference"``) with done/total tiles at the start
             and after every batch.
-        region: [start, stop) per axis (z, y, x) of the part to predict (the CT body box): tiles of the
-            whole volume's grid that barely touch it are skipped (see :func:`_tiles_for_region`), and
-            every voxel no tile covers gets logits that say background (class 0) with certainty.
-            None: the whole volume.
+        body: (Z, Y, X) bool mask of the voxels worth predicting (the CT body, on the array's grid):
+            tiles of the whole volume's grid that are mostly outside it are skipped (see
+            :func:`_tiles_over_body`), and every voxel no tile covers gets logits that say background
+            (class 0) with certainty. None: every tile runs.
 
     Returns:
         (K, Z, Y, X) blended logits on the CPU, float16 or float32 per ``config.accumulation``; their
@@ -403,9 +396,12 @@ def predict_sliding_window(
     autocast = _autocast(config.precision, device)  # raises before any work for fp16 on the CPU
 
     volume, crop = _pad_to_patch(torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)), patch_size)
-    if region is not None:  # into the padded volume's coordinates
-        region = [(start + pad.start, stop + pad.start) for (start, stop), pad in zip(region, crop)]
-    tiles, box = _tiles_for_region(volume.shape[1:], patch_size, config.overlap, region)
+    body_mask = None
+    if body is not None:  # padded like the volume
+        body_mask = torch.zeros(volume.shape[1:], dtype=torch.bool)
+        body_mask[crop] = torch.as_tensor(np.asarray(body, dtype=bool))
+    tiles = _tiles_over_body(volume.shape[1:], patch_size, config.overlap, body_mask)
+    del body_mask
     weight = gaussian_importance_map(patch_size, config.sigma_scale).to(device)
     weight_sum = _summed_weights(volume.shape[1:], tiles, weight)
     accumulator: torch.Tensor | None = None
@@ -447,5 +443,5 @@ def predict_sliding_window(
                     tile_weight = tile_weight.to(accumulator.dtype)
                 accumulator[(slice(None), *window)].addcmul_(tile_logits, tile_weight)
             tracker.advance(len(corners))
-        _fill_background_outside(accumulator, box)
+        _background_where_uncovered(accumulator, weight_sum)
         return accumulator[(slice(None), *crop)].contiguous().cpu()
