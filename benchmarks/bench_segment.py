@@ -518,8 +518,8 @@ def _format_report(report: dict) -> str:
         lines += [
             "",
             "Random weights, for the record (labels 1-13; Dice over labels present in either map): random "
-            "class scores are nearly tied, so these measure arithmetic noise and the air outside the body "
-            "box, not segmentation agreement:",
+            "class scores are nearly tied, so these measure arithmetic noise and the air the body mask "
+            "skips, not segmentation agreement:",
             "",
             "| configuration | voxel agreement | agreement in body | min Dice (label) "
             "| labels with Dice < 0.99 |",

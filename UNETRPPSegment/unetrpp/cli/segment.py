@@ -115,7 +115,7 @@ def add_parser(subparsers: Any) -> None:
         "--no-body-crop",
         dest="body_crop",
         action="store_false",
-        help="CT models: tile the whole image, not only the body's box (slower; the same inside the body)",
+        help="CT models: also run the tiles that are mostly air (slower; the body gets near-same labels)",
     )
     parser.add_argument(
         "--progress",
