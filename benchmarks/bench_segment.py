@@ -364,13 +364,11 @@ def machine_description() -> dict:
 
 def compare(reference: np.ndarray, other: np.ndarray, body: np.ndarray, num_classes: int) -> dict:
     """Voxel agreement (whole volume and inside the body) and Dice per label present in either."""
+    from unetrpp.evaluate.metrics import dice_per_label
+
     same = reference == other
-    dice = {}
-    for label in range(1, num_classes):
-        in_reference, in_other = reference == label, other == label
-        total = int(in_reference.sum()) + int(in_other.sum())
-        if total:
-            dice[label] = 2.0 * int((in_reference & in_other).sum()) / total
+    scores = dice_per_label(other, reference, range(1, num_classes))
+    dice = {label: value for label, value in scores if not np.isnan(value)}  # NaN: in neither map
     return {
         "agreement": float(same.mean()),
         "agreement_in_body": float(same[body].mean()),
