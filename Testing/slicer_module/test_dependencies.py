@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import pytest
@@ -10,7 +9,7 @@ from UNETRPPSegmentLib import dependencies
 
 
 def _distribution_names(requirements: list[str]) -> set[str]:
-    return {re.split(r"[<>=!~\[ ;]", requirement)[0].lower() for requirement in requirements}
+    return {dependencies.distribution_name(requirement).lower() for requirement in requirements}
 
 
 def test_requirements_never_replace_what_slicer_provides():
@@ -21,19 +20,26 @@ def test_requirements_never_replace_what_slicer_provides():
     assert "vtk" not in names  # Slicer's own VTK
 
 
-def test_every_checked_import_is_installable():
-    names = _distribution_names(dependencies.read_requirements())
-    # torch comes from the PyTorch extension, the rest from requirements.txt (import name = dist name here)
-    assert set(dependencies.REQUIRED_IMPORTS) - {"torch"} <= names
+def test_checked_imports_are_derived_from_the_requirements(tmp_path):
+    path = tmp_path / "requirements.txt"
+    path.write_text("# comment\nmonai>=1.4\nscikit-image>=0.22 ; python_version >= '3.10'\nsafetensors\n")
+    assert dependencies.required_imports(path) == ("torch", "monai", "skimage", "safetensors")
+    assert len(dependencies.REQUIRED_IMPORTS) == len(dependencies.read_requirements()) + 1
 
 
-def test_requirements_cover_the_cores_runtime_dependencies():
+def test_every_checked_import_names_a_module_that_exists():
+    # The test environment has everything installed, so a wrong import name shows up as "missing".
+    assert dependencies.missing_imports() == []
+
+
+def test_requirements_equal_the_cores_runtime_dependencies_plus_psutil():
     tomllib = pytest.importorskip("tomllib", reason="tomllib needs Python >= 3.11")
     pyproject = Path(__file__).resolve().parents[2] / "pyproject.toml"
     project = tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"]
-    core = _distribution_names(project["dependencies"])
     provided = {name.lower() for name in dependencies.NEVER_REPLACED}
-    assert core - provided <= _distribution_names(dependencies.read_requirements())
+    core = [r for r in project["dependencies"] if dependencies.distribution_name(r).lower() not in provided]
+    # Same lines, versions included: the child in Slicer runs the same core as `pip install .` gives.
+    assert sorted(dependencies.read_requirements()) == sorted([*core, "psutil>=5.9"])
 
 
 def test_read_requirements_drops_comments_and_blank_lines(tmp_path):

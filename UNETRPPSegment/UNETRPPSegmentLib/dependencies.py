@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import re
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -17,8 +18,10 @@ __all__ = [
     "REQUIREMENTS_FILE",
     "REQUIRED_IMPORTS",
     "NEVER_REPLACED",
+    "distribution_name",
     "missing_imports",
     "read_requirements",
+    "required_imports",
     "install",
     "weights_installed",
 ]
@@ -26,21 +29,38 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 REQUIREMENTS_FILE = Path(__file__).resolve().parents[1] / "Resources" / "requirements.txt"
-# Import names of what the child process needs besides the packages Slicer ships.
-REQUIRED_IMPORTS = ("torch", "monai", "scipy", "platformdirs", "safetensors", "tqdm", "slicerio", "psutil")
 # Distributions Slicer (or the PyTorch extension) provides; pip must leave them alone.
 NEVER_REPLACED = ("SimpleITK", "torch")
-
-
-def missing_imports(names: Iterable[str] = REQUIRED_IMPORTS) -> list[str]:
-    """The import names among ``names`` that cannot be found in this Python."""
-    return [name for name in names if importlib.util.find_spec(name) is None]
+# Import names that differ from the distribution's name (the others import under their own name).
+_IMPORT_NAMES = {"scikit-image": "skimage"}
 
 
 def read_requirements(path: str | Path = REQUIREMENTS_FILE) -> list[str]:
     """Requirement lines of a requirements file (comments and blank lines removed)."""
     lines = Path(path).read_text(encoding="utf-8").splitlines()
     return [line.split("#", 1)[0].strip() for line in lines if line.split("#", 1)[0].strip()]
+
+
+def distribution_name(requirement: str) -> str:
+    """The distribution a requirement line names, e.g. ``"scikit-image"`` for ``"scikit-image>=0.22"``."""
+    return re.split(r"[<>=!~\[ ;]", requirement.strip(), maxsplit=1)[0]
+
+
+def required_imports(path: str | Path = REQUIREMENTS_FILE) -> tuple[str, ...]:
+    """Import names the child process needs: torch, then one per line of the requirements file.
+
+    Derived from the file, so the check and the installation cannot ask for different packages.
+    """
+    names = [distribution_name(line) for line in read_requirements(path)]
+    return ("torch", *(_IMPORT_NAMES.get(name.lower(), name) for name in names))
+
+
+REQUIRED_IMPORTS = required_imports()
+
+
+def missing_imports(names: Iterable[str] = REQUIRED_IMPORTS) -> list[str]:
+    """The import names among ``names`` that cannot be found in this Python."""
+    return [name for name in names if importlib.util.find_spec(name) is None]
 
 
 def install(requirements_file: str | Path = REQUIREMENTS_FILE) -> None:
