@@ -4,8 +4,10 @@ Each subcommand lives in its own module ``unetrpp.cli.<name>`` exposing
 ``add_parser(subparsers) -> None`` and ``run(args) -> int``. Those modules import nothing heavy at
 import time (no torch), so ``unetrpp --help`` and ``unetrpp models`` answer instantly.
 
-Exit codes: 0 success, 2 a :class:`~unetrpp.errors.UnetrppError` (printed as one line, no
-traceback; with ``--progress json`` also as an ``error`` event), 130 cancelled.
+Exit codes: 0 success, 2 a :class:`~unetrpp.errors.UnetrppError` or a command-line usage error
+(printed as one line, no traceback; with ``--progress json`` also as an ``error`` event, usage errors
+with ``error_type`` ``"UsageError"``), 130 cancelled, 141 (as for SIGPIPE) when the reader of stdout went
+away (``unetrpp models | head``): the command ends quietly.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -25,10 +28,20 @@ def _command_modules():
     return [importlib.import_module(f"unetrpp.cli.{name}") for name in _COMMANDS]
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(json_errors: bool = False) -> argparse.ArgumentParser:
+    """The ``unetrpp`` parser; with ``json_errors`` a usage error is also a JSON ``error`` event on stdout."""
     from unetrpp import __version__
 
-    parser = argparse.ArgumentParser(
+    class Parser(argparse.ArgumentParser):
+        # Subparsers are made with the parent's class, so every subcommand reports the same way.
+        def error(self, message: str):  # type: ignore[override]
+            if json_errors:
+                from unetrpp.events import ErrorEvent, JsonLinesEmitter
+
+                JsonLinesEmitter()(ErrorEvent(f"{self.prog}: {message}", "UsageError"))
+            super().error(message)
+
+    parser = Parser(
         prog="unetrpp",
         description="UNETR++ 3D medical image segmentation (CT and MR) with coded Slicer segmentations.",
     )
@@ -40,11 +53,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _asks_for_json_progress(argv: Sequence[str]) -> bool:
+    """Whether the raw command line says ``--progress json`` (read before parsing, which may fail)."""
+    pairs = zip(argv, [*argv[1:], ""])
+    return any(word == "--progress=json" or (word, after) == ("--progress", "json") for word, after in pairs)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        status = _run(argv)
+        sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
+        return status
+    except BrokenPipeError:
+        # The reader went away: point stdout at /dev/null so that Python's final flush stays quiet.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
+
+
+def _run(argv: list[str]) -> int:
     from unetrpp.errors import Cancelled, UnetrppError
     from unetrpp.events import ErrorEvent, JsonLinesEmitter
 
-    parser = build_parser()
+    parser = build_parser(json_errors=_asks_for_json_progress(argv))
     args = parser.parse_args(argv)
     logging.basicConfig(
         stream=sys.stderr,

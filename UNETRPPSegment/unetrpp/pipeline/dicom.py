@@ -23,6 +23,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from unetrpp.errors import InputImageError
+from unetrpp.pipeline.itk_warnings import itk_warnings_off
 
 __all__ = ["read_dicom_series", "is_dicom_file", "NON_IMAGE_MODALITIES", "GRID_TOLERANCE_VOXELS"]
 
@@ -41,6 +42,11 @@ def is_dicom_file(path: Path) -> bool:
 
 def read_dicom_series(folder: Path, series_uid: str | None = None) -> sitk.Image:
     """Read the chosen image series of ``folder`` (see the module docstring); InputImageError if refused."""
+    with itk_warnings_off():  # we diagnose empty folders and irregular slices ourselves
+        return _read_series(folder, series_uid)
+
+
+def _read_series(folder: Path, series_uid: str | None) -> sitk.Image:
     series = _image_series(folder)
     if not series:
         hint = (
@@ -63,14 +69,10 @@ def read_dicom_series(folder: Path, series_uid: str | None = None) -> sitk.Image
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(files)
     reader.MetaDataDictionaryArrayUpdateOn()
-    warnings_shown = sitk.ProcessObject.GetGlobalWarningDisplay()
-    sitk.ProcessObject.SetGlobalWarningDisplay(False)  # we diagnose irregular slices ourselves, below
     try:
         image = reader.Execute()
     except RuntimeError as error:
         raise InputImageError(f"cannot read DICOM series {uid} in {folder} (damaged files?)") from error
-    finally:
-        sitk.ProcessObject.SetGlobalWarningDisplay(warnings_shown)
     if len(files) > 1:
         _check_slice_geometry(image, reader, f"DICOM series {uid} in {folder}")
     logger.info("read DICOM series %s (%d files) from %s", uid, len(files), folder)

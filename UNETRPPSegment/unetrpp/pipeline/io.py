@@ -36,6 +36,7 @@ from unetrpp.pipeline.dicom import (
     is_dicom_file,
     read_dicom_series,
 )
+from unetrpp.pipeline.itk_warnings import itk_warnings_off
 
 __all__ = [
     "read_image",
@@ -178,6 +179,11 @@ def validate_image(image: sitk.Image, name: str = "input image") -> sitk.Image:
 
 
 def _read_raw(path: Path, series_uid: str | None) -> sitk.Image:
+    with itk_warnings_off():  # each problem gets our one-line error, without ITK's lines before it
+        return _read_file_or_series(path, series_uid)
+
+
+def _read_file_or_series(path: Path, series_uid: str | None) -> sitk.Image:
     if not path.exists():
         raise InputImageError(f"input not found: {path}")
     if path.is_dir():
