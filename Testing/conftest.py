@@ -1,10 +1,12 @@
-"""Shared test set-up: the real Slicer-core fixture and a calm torch on two cores."""
+"""Shared test set-up: the real Slicer-core fixture, a calm torch on two cores, and no silent skips in CI."""
 
 from __future__ import annotations
 
 import pytest
 
-pytest_plugins = ["slicer_harness"]
+# ci_skips: under CI a skip fails unless it is an allowed platform limit (see that module).
+# pytester: for the test of that hook.
+pytest_plugins = ["slicer_harness", "ci_skips", "pytester"]
 
 
 @pytest.fixture(autouse=True, scope="session")
