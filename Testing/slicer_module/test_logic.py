@@ -256,6 +256,39 @@ def test_reimport_keeps_user_edits_unless_replace_is_confirmed(slicer_app, synap
     _assert_coded_segments_on_volume_grid(first, volume, labels, structures)
 
 
+def _reference_geometry_matrix(node) -> np.ndarray:
+    import slicer
+
+    name = slicer.vtkSegmentationConverter.GetReferenceImageGeometryParameterName()
+    values = [float(v) for v in node.GetSegmentation().GetConversionParameter(name).split(";") if v]
+    return np.array(values[:16]).reshape(4, 4)
+
+
+def test_reference_geometry_is_the_volumes_own_grid_under_its_transform(slicer_app, synapse_result):
+    """Slicer applies the node's transform on top of the reference geometry; a geometry taken while the
+    segmentation had no transform yet already holds the volume's transform, which then counts twice."""
+    volume, _, _, _, _, path = synapse_result
+    logic = SegmentationLogic()
+    first = logic.import_result(path, SegmentationRequest([volume], "synapse"))
+    np.testing.assert_allclose(_reference_geometry_matrix(first), _numpy_matrix_of(volume), atol=1e-6)
+    replaced = logic.import_result(
+        path, SegmentationRequest([volume], "synapse", output_segmentation=first, replace_confirmed=True)
+    )
+    np.testing.assert_allclose(_reference_geometry_matrix(replaced), _numpy_matrix_of(volume), atol=1e-6)
+
+
+def test_replacing_keeps_the_segments_in_one_shared_labelmap_layer(slicer_app, synapse_result):
+    volume, _, _, labels, structures, path = synapse_result
+    logic = SegmentationLogic()
+    first = logic.import_result(path, SegmentationRequest([volume], "synapse"))
+    assert first.GetSegmentation().GetNumberOfLayers() == 1
+    logic.import_result(
+        path, SegmentationRequest([volume], "synapse", output_segmentation=first, replace_confirmed=True)
+    )
+    assert first.GetSegmentation().GetNumberOfLayers() == 1  # not one full-size layer per structure
+    _assert_coded_segments_on_volume_grid(first, volume, labels, structures)
+
+
 def test_import_can_build_3d_surfaces(slicer_app, synapse_result):
     import slicer
 

@@ -111,20 +111,22 @@ def import_segmentation(
         raise SegmentationError(f"the segmentation result {Path(path).name} could not be read")
     if replace is not None:
         target = replace
-        segmentation = target.GetSegmentation()
-        segmentation.RemoveAllSegments()
-        source = loaded.GetSegmentation()
-        for index in range(source.GetNumberOfSegments()):
-            segmentation.CopySegmentFromSegmentation(source, source.GetNthSegmentID(index))
+        # One deep copy of the whole segmentation keeps the file's single shared labelmap layer;
+        # CopySegmentFromSegmentation per segment would give every structure a full-size layer of its own
+        # (vtkSegmentation::CopySegmentFromSegmentation deep-copies the segment, Slicer v5.6.2 to v5.12.3).
+        target.GetSegmentation().DeepCopy(loaded.GetSegmentation())
         scene.RemoveNode(loaded)
     else:
         target = loaded
         target.SetName(scene.GenerateUniqueName(name))
     if target.GetDisplayNode() is None:
         target.CreateDefaultDisplayNodes()
-    target.SetReferenceImageGeometryParameterFromVolumeNode(reference)
     # Carried over, not hardened: the result sits on the volume's grid and follows its transform.
+    # The transform goes first: SetReferenceImageGeometryParameterFromVolumeNode multiplies in the
+    # volume-to-segmentation transform (vtkMRMLSegmentationNode.cxx, Slicer v5.6.2 lines 779-789), which
+    # is the identity only once both nodes are under the same transform.
     target.SetAndObserveTransformNodeID(reference.GetTransformNodeID())
+    target.SetReferenceImageGeometryParameterFromVolumeNode(reference)
     place_in_study(scene, reference, target)
     if create_surfaces:
         target.CreateClosedSurfaceRepresentation()
