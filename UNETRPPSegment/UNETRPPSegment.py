@@ -12,6 +12,7 @@ import os
 import tempfile
 import time
 from pathlib import Path
+from typing import Annotated
 
 import qt
 import slicer
@@ -35,7 +36,7 @@ from UNETRPPSegmentLib.process import RunState
 from UNETRPPSegmentLib.qt_timer import PollTimer
 
 try:
-    from slicer.parameterNodeWrapper import parameterNodeWrapper
+    from slicer.parameterNodeWrapper import WithinRange, parameterNodeWrapper
 except ImportError:  # Slicer < 5.2: the panel works, its state is just not saved with the scene
     parameterNodeWrapper = None
 
@@ -83,7 +84,10 @@ if parameterNodeWrapper is not None:
         outputSegmentation: slicer.vtkMRMLSegmentationNode
         model: str = "synapse"
         forceCpu: bool = False
-        overlap: float = 0.5
+        # A slider needs a bounded float: Slicer's slider connector refuses a bare float, and then
+        # connectGui fails for every parameter (parameterNodeWrapper/guiConnectors.py, Slicer v5.12.3
+        # line 380; v5.6.2 line 319). The bounds are the .ui slider's.
+        overlap: Annotated[float, WithinRange(0.0, 0.9)] = 0.5
         useTta: bool = False
 
 
