@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
 from UNETRPPSegmentLib import dependencies
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10 (supported): the backport, in the test extra for that version
+    import tomli as tomllib
 
 
 def _distribution_names(requirements: list[str]) -> set[str]:
@@ -33,7 +39,6 @@ def test_every_checked_import_names_a_module_that_exists():
 
 
 def test_requirements_equal_the_cores_runtime_dependencies_plus_psutil():
-    tomllib = pytest.importorskip("tomllib", reason="tomllib needs Python >= 3.11")
     pyproject = Path(__file__).resolve().parents[2] / "pyproject.toml"
     project = tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"]
     provided = {name.lower() for name in dependencies.NEVER_REPLACED}
@@ -57,3 +62,156 @@ def test_weights_installed_answers_false_for_an_empty_store_and_unknown_models(t
     monkeypatch.setenv("UNETRPP_HOME", str(tmp_path / "home"))
     assert dependencies.weights_installed("synapse") is False
     assert dependencies.weights_installed("no-such-model") is False
+
+
+def test_weights_installed_answers_true_for_imported_and_bundled_weights(tmp_path, monkeypatch):
+    # The panel offers a download exactly when this is False (UNETRPPSegment.py), so the True answer
+    # matters as much: weights imported into the store, and the demo model that ships with the package.
+    import torch
+    from unetrpp.models import store
+    from unetrpp.network import build_network
+
+    monkeypatch.setenv("UNETRPP_HOME", str(tmp_path / "home"))
+    assert dependencies.weights_installed("synapse") is False
+    torch.manual_seed(0)
+    network = build_network("synapse", patch_size=(16, 32, 32), feature_size=4, deep_supervision=False)
+    checkpoint = tmp_path / "model_final_checkpoint.model"
+    torch.save({"state_dict": network.state_dict()}, checkpoint)
+    store.import_weights(checkpoint, "synapse")
+    assert dependencies.weights_installed("synapse") is True
+    assert dependencies.weights_installed("acdc") is False  # only the model that was imported
+    assert dependencies.weights_installed("demo") is True  # bundled: nothing to download
+    store.remove("synapse")
+    assert dependencies.weights_installed("synapse") is False
+
+
+# ---- install(): our side of the contract with Slicer's packaging API and the PyTorch extension -------
+# The stand-ins below take exactly the parameters the cited Slicer files define, so a call with a name
+# those APIs lack fails here with TypeError, as it would in Slicer.
+
+
+def _installed_pins() -> list[str]:
+    import numpy
+    import SimpleITK
+    import torch
+
+    versions = {"SimpleITK": SimpleITK.__version__, "torch": torch.__version__, "numpy": numpy.__version__}
+    return [f"{name}=={version}" for name, version in versions.items()]
+
+
+@pytest.fixture
+def slicer_packaging(monkeypatch):
+    """A recording ``slicer.packaging`` (Slicer >= 5.12, Base/Python/slicer/packaging.py)."""
+    import importlib.machinery
+    import types
+
+    import slicer
+
+    calls: list[dict] = []
+    module = types.ModuleType("slicer.packaging")
+    module.__spec__ = importlib.machinery.ModuleSpec("slicer.packaging", None)
+
+    def load_requirements(path):
+        return {"requirements_file": Path(path)}
+
+    def pip_ensure(
+        requirements,
+        constraints=None,
+        skip_packages=None,
+        prompt_install=True,
+        prompt_restart=True,
+        requester=None,
+        skip_in_testing=True,
+        show_progress=True,
+    ):
+        calls.append(
+            {
+                **requirements,
+                "constraints": Path(constraints).read_text(encoding="utf-8").split(),
+                "skip_packages": skip_packages,
+                "prompt_install": prompt_install,
+                "requester": requester,
+            }
+        )
+
+    module.load_requirements, module.pip_ensure = load_requirements, pip_ensure
+    monkeypatch.setitem(sys.modules, "slicer.packaging", module)
+    monkeypatch.setattr(slicer, "packaging", module, raising=False)
+    return calls
+
+
+def test_install_uses_slicer_packaging_with_the_installed_torch_numpy_and_simpleitk_pinned(slicer_packaging):
+    dependencies.install()
+    assert slicer_packaging == [
+        {
+            "requirements_file": dependencies.REQUIREMENTS_FILE,
+            "constraints": _installed_pins(),
+            "skip_packages": None,  # Slicer documents skip_packages as a discouraged workaround
+            "prompt_install": False,  # the panel asked already
+            "requester": "UNETR++",
+        }
+    ]
+
+
+def test_install_on_older_slicer_passes_the_same_constraints_to_pip_install(monkeypatch):
+    import importlib.util
+
+    import slicer
+
+    assert importlib.util.find_spec("slicer.packaging") is None  # slicer-core ships no packaging module
+    calls: list[list[str]] = []
+
+    def pip_install(requirements):  # slicer.util.pip_install(requirements), Base/Python/slicer/util.py v5.6.2
+        constraints = Path(requirements[requirements.index("-c") + 1]).read_text(encoding="utf-8")
+        calls.append([*requirements[:3], *constraints.split()])
+
+    monkeypatch.setattr(slicer.util, "pip_install", pip_install, raising=False)
+    dependencies.install()
+    assert calls == [["-r", str(dependencies.REQUIREMENTS_FILE), "-c", *_installed_pins()]]
+
+
+def test_requirements_never_ask_for_what_the_constraints_pin():
+    names = _distribution_names(dependencies.read_requirements())
+    assert not names & {"numpy", "torch", "simpleitk"}
+
+
+@pytest.mark.parametrize("returned", [object(), None], ids=["installed", "failed"])
+def test_torch_is_asked_from_the_pytorch_extension_with_the_cores_range(returned, monkeypatch):
+    import types
+
+    calls: list[dict] = []
+
+    class PyTorchUtilsLogic:  # SlicerPyTorch, PyTorchUtils/PyTorchUtils.py
+        def installTorch(  # noqa: N802 - the extension's name
+            self,
+            askConfirmation=False,  # noqa: N803
+            forceComputationBackend=None,  # noqa: N803
+            torchVersionRequirement=None,  # noqa: N803
+            torchvisionVersionRequirement=None,  # noqa: N803
+        ):
+            calls.append({"ask": askConfirmation, "torch": torchVersionRequirement})
+            return returned
+
+    extension = types.SimpleNamespace(PyTorchUtilsLogic=PyTorchUtilsLogic)
+    monkeypatch.setitem(sys.modules, "PyTorchUtils", extension)
+    if returned is None:
+        with pytest.raises(RuntimeError, match="PyTorch could not be installed"):
+            dependencies._install_torch()
+    else:
+        dependencies._install_torch()
+    assert calls == [{"ask": False, "torch": dependencies.TORCH_REQUIREMENT}]
+
+
+def test_missing_pytorch_extension_is_a_clear_error(monkeypatch):
+    monkeypatch.setitem(sys.modules, "PyTorchUtils", None)  # import fails, as without the extension
+    with pytest.raises(RuntimeError, match="needs the PyTorch extension"):
+        dependencies._install_torch()
+
+
+def test_torch_range_asked_for_is_the_cores():
+    pyproject = Path(__file__).resolve().parents[2] / "pyproject.toml"
+    torch_lines = [
+        r for r in tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"]["dependencies"]
+        if dependencies.distribution_name(r) == "torch"
+    ]
+    assert torch_lines == ["torch" + dependencies.TORCH_REQUIREMENT]

@@ -1,16 +1,25 @@
 """Python packages the ``unetrpp`` child needs inside Slicer, and installing them without breaking Slicer.
 
 PyTorch comes from the PyTorch extension (``PyTorchUtils`` picks the CUDA or CPU build that fits the
-computer); everything else from ``Resources/requirements.txt`` through ``slicer.pydeps.pip_ensure``
-(Slicer >= 5.11), or ``slicer.util.pip_install`` on older Slicer. Slicer's own SimpleITK and the torch
-just installed are never replaced. Qt-free: the widget asks the user before calling :func:`install`.
+computer), asked for with the core's torch range. Everything else comes from ``Resources/requirements.txt``
+through ``slicer.packaging.pip_ensure`` (Slicer >= 5.12), or ``slicer.util.pip_install`` on older Slicer,
+always with a constraints file that pins the torch, numpy and SimpleITK already installed: without it pip
+may replace the torch build the PyTorch extension chose (monai 1.6 asks for torch>=2.8) or backtrack to
+monai 1.4 and downgrade Slicer's numpy below 2. Qt-free: the widget asks the user before :func:`install`.
+
+MONAI stays a dependency rather than being rewritten here: the network's parameter names (and so the
+official checkpoints' keys) are MONAI's block names, training and evaluation use MONAI throughout, and with
+the installed torch and numpy pinned pip picks a MONAI release that works with both.
 """
 
 from __future__ import annotations
 
+import importlib
+import importlib.metadata
 import importlib.util
 import logging
 import re
+import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -23,6 +32,8 @@ __all__ = [
     "read_requirements",
     "required_imports",
     "install",
+    "installed_pins",
+    "TORCH_REQUIREMENT",
     "weights_installed",
 ]
 
@@ -30,7 +41,10 @@ logger = logging.getLogger(__name__)
 
 REQUIREMENTS_FILE = Path(__file__).resolve().parents[1] / "Resources" / "requirements.txt"
 # Distributions Slicer (or the PyTorch extension) provides; pip must leave them alone.
-NEVER_REPLACED = ("SimpleITK", "torch")
+NEVER_REPLACED = ("SimpleITK", "torch", "numpy")
+# The core's torch range (pyproject.toml), passed to the PyTorch extension when it installs torch.
+TORCH_REQUIREMENT = ">=2.2,<3"
+REQUESTER = "UNETR++"
 # Import names that differ from the distribution's name (the others import under their own name).
 _IMPORT_NAMES = {"scikit-image": "skimage"}
 
@@ -64,31 +78,67 @@ def missing_imports(names: Iterable[str] = REQUIRED_IMPORTS) -> list[str]:
 
 
 def install(requirements_file: str | Path = REQUIREMENTS_FILE) -> None:
-    """Install PyTorch (PyTorch extension) and the requirements (inside Slicer only).
+    """Install PyTorch (PyTorch extension), then the requirements without touching torch, numpy or
+    SimpleITK (inside Slicer only; the widget has asked the user already).
 
     Raises:
         RuntimeError: the PyTorch extension is missing or could not install torch.
+        subprocess.CalledProcessError: pip failed (its output is in Slicer's Python console).
     """
+    if importlib.util.find_spec("torch") is None:
+        _install_torch()
+    with tempfile.TemporaryDirectory(prefix="unetrpp-pip-") as folder:
+        constraints = Path(folder) / "constraints.txt"
+        constraints.write_text("\n".join(installed_pins(NEVER_REPLACED)) + "\n", encoding="utf-8")
+        _install_requirements(Path(requirements_file), constraints)
+    importlib.invalidate_caches()
+
+
+def installed_pins(distributions: Iterable[str]) -> list[str]:
+    """``name==version`` for each of ``distributions`` that is installed (local versions such as
+    ``+cu121`` included, so pip keeps exactly that build)."""
+    pins = []
+    for name in distributions:
+        try:
+            pins.append(f"{name}=={importlib.metadata.version(name)}")
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return pins
+
+
+def _install_torch() -> None:
+    # PyTorchUtilsLogic.installTorch(askConfirmation=False, forceComputationBackend=None,
+    # torchVersionRequirement=None, ...) returns the torch module or None (SlicerPyTorch,
+    # PyTorchUtils/PyTorchUtils.py).
+    try:
+        import PyTorchUtils
+    except ImportError as error:
+        raise RuntimeError(
+            "UNETR++ needs the PyTorch extension: install 'PyTorch' from the Extensions Manager, "
+            "restart Slicer and try again"
+        ) from error
+    torch_logic = PyTorchUtils.PyTorchUtilsLogic()
+    if torch_logic.installTorch(askConfirmation=False, torchVersionRequirement=TORCH_REQUIREMENT) is None:
+        raise RuntimeError("PyTorch could not be installed; see the Python console for details")
+
+
+def _install_requirements(requirements_file: Path, constraints: Path) -> None:
     import slicer
 
-    if importlib.util.find_spec("torch") is None:
-        try:
-            import PyTorchUtils
-        except ImportError as error:
-            raise RuntimeError(
-                "UNETR++ needs the PyTorch extension: install 'PyTorch' from the Extensions Manager, "
-                "restart Slicer and try again"
-            ) from error
-        torch_logic = PyTorchUtils.PyTorchUtilsLogic()
-        if not torch_logic.torchInstalled() and torch_logic.installTorch(askConfirmation=False) is None:
-            raise RuntimeError("PyTorch could not be installed; see the Python console for details")
-    if importlib.util.find_spec("slicer.pydeps") is not None:
-        import slicer.pydeps
+    if importlib.util.find_spec("slicer.packaging") is not None:
+        # Slicer >= 5.12: Base/Python/slicer/packaging.py defines load_requirements(path) and
+        # pip_ensure(requirements, constraints=None, skip_packages=None, prompt_install=True, ...,
+        # requester=None, ...), which installs only what is missing.
+        import slicer.packaging
 
-        requirements = slicer.pydeps.load_requirements(str(requirements_file))
-        slicer.pydeps.pip_ensure(requirements, skip_packages=list(NEVER_REPLACED), requester="UNETRPP")
+        requirements = slicer.packaging.load_requirements(requirements_file)
+        slicer.packaging.pip_ensure(
+            requirements, constraints=constraints, prompt_install=False, requester=REQUESTER
+        )
     else:
-        slicer.util.pip_install(read_requirements(requirements_file))
+        # Slicer 5.6-5.10: slicer.util.pip_install(list) runs "pip install" with the list as arguments
+        # (Base/Python/slicer/util.py, v5.6.2).
+        slicer.util.pip_install(["-r", str(requirements_file), "-c", str(constraints)])
 
 
 def weights_installed(model: str) -> bool:
