@@ -23,6 +23,7 @@ from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModuleWidget,
 )
 from slicer.util import VTKObservationMixin
+from unetrpp.events import WarningEvent
 from UNETRPPSegmentLib import dependencies
 from UNETRPPSegmentLib.logic import (
     Device,
@@ -31,6 +32,7 @@ from UNETRPPSegmentLib.logic import (
     SegmentationJob,
     SegmentationLogic,
     SegmentationRequest,
+    modality_warning,
 )
 from UNETRPPSegmentLib.process import RunState
 from UNETRPPSegmentLib.qt_timer import PollTimer
@@ -293,17 +295,30 @@ class UNETRPPSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             if not self._ensureDependencies():
                 return
             card = self._currentCard()
+            forceModality = False
+            warning = modality_warning(self._inputVolumes(card), card)
+            if warning:  # before any download or run: a CT model on an MR gives a meaningless table
+                if not slicer.util.confirmOkCancelDisplay(
+                    f"{warning}.\n\nSegment anyway? OK runs the model on these volumes; Cancel stops here.",
+                    windowTitle="UNETR++ Segment: wrong kind of scan?",
+                ):
+                    self.ui.statusLabel.text = "Not segmented: the input is not the model's kind of scan."
+                    return
+                forceModality = True  # the user saw it; the child is not to warn again
             if not self.logic.weightsInstalled(card.name):
-                self._downloadWeightsThenSegment(card)
+                self._downloadWeightsThenSegment(card, forceModality)
                 return
-            self._startSegmentation()
+            self._startSegmentation(forceModality)
 
-    def _requestFromGUI(self) -> SegmentationRequest:
-        card = self._currentCard()
-        volumes = [
+    def _inputVolumes(self, card) -> list:
+        return [
             getattr(self.ui, f"inputVolumeSelector{index}").currentNode()
             for index in range(1, card.num_inputs + 1)
         ]
+
+    def _requestFromGUI(self, forceModality: bool = False) -> SegmentationRequest:
+        card = self._currentCard()
+        volumes = self._inputVolumes(card)
         output = self.ui.outputSegmentationSelector.currentNode()
         replace = False
         if output is not None:
@@ -320,16 +335,21 @@ class UNETRPPSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             use_tta=bool(self.ui.ttaCheckBox.checked),
             output_segmentation=output if replace else None,
             replace_confirmed=replace,
+            check_modality=not forceModality,
         )
 
-    def _startSegmentation(self):
-        request = self._requestFromGUI()
+    def _startSegmentation(self, forceModality: bool = False):
+        request = self._requestFromGUI(forceModality)
         self.ui.logTextEdit.clear()
         self.ui.reviewTable.setRowCount(0)
         self.ui.show3DButton.enabled = False
         self._showProgress(Progress("starting", 0.0, "Starting"))
         self._job = self.logic.segmentation.start(
-            request, on_progress=self._showProgress, on_log=self._appendLog, on_done=self._onJobDone
+            request,
+            on_progress=self._showProgress,
+            on_event=self._onChildEvent,
+            on_log=self._appendLog,
+            on_done=self._onJobDone,
         )
         self._timer = PollTimer(self._job.poll)
         self._timer.start()
@@ -359,6 +379,10 @@ class UNETRPPSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def _appendLog(self, line: str):
         self.ui.logTextEdit.appendPlainText(line)
 
+    def _onChildEvent(self, event):
+        if isinstance(event, WarningEvent):  # the child's warnings are JSON events, not log lines
+            self._appendLog(f"Warning: {event.message}")
+
     def _onJobDone(self, job: SegmentationJob):
         self.ui.progressBar.hide()
         if job.status is JobStatus.SUCCEEDED:
@@ -386,7 +410,7 @@ class UNETRPPSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.updateGUI()
 
     # ---- weights -----------------------------------------------------------------------------------
-    def _downloadWeightsThenSegment(self, card):
+    def _downloadWeightsThenSegment(self, card, forceModality: bool = False):
         size = next((w.size_bytes for w in card.weights if w.size_bytes), None)
         sizeText = f" (about {size / 1e6:.0f} MB)" if size else ""
         if not slicer.util.confirmOkCancelDisplay(
@@ -397,7 +421,9 @@ class UNETRPPSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         ):
             return
         self._runCore(
-            ["download", card.name, "--progress", "json"], "Downloading weights", self._startSegmentation
+            ["download", card.name, "--progress", "json"],
+            "Downloading weights",
+            lambda: self._startSegmentation(forceModality),
         )
 
     def onImportWeights(self):

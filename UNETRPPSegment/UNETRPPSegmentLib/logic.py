@@ -53,6 +53,8 @@ __all__ = [
     "SegmentationJob",
     "SegmentationLogic",
     "child_environment",
+    "modality_warning",
+    "volume_dicom_modality",
 ]
 
 logger = logging.getLogger(__name__)
@@ -111,6 +113,8 @@ class SegmentationRequest:
             otherwise a new node is created and the existing one keeps the user's edits.
         replace_confirmed: the user agreed to replace the segments of ``output_segmentation``.
         create_surfaces: also build closed-surface (3D) representations.
+        check_modality: let the child warn when an input does not look like the model's modality;
+            False (``--force-modality``) once the user saw :func:`modality_warning` and went on.
     """
 
     input_volumes: tuple
@@ -121,6 +125,7 @@ class SegmentationRequest:
     output_segmentation: object | None = None
     replace_confirmed: bool = False
     create_surfaces: bool = False
+    check_modality: bool = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "input_volumes", tuple(self.input_volumes))
@@ -320,6 +325,8 @@ class SegmentationLogic:
         arguments += ["--device", request.device.value, "--overlap", repr(float(request.overlap))]
         if request.use_tta:
             arguments.append("--tta")
+        if not request.check_modality:
+            arguments.append("--force-modality")
         return self.core_command(*arguments, "--progress", "json")
 
     def run_core(
@@ -399,6 +406,42 @@ class SegmentationLogic:
         return import_segmentation(
             path, reference, name, replace=replace, create_surfaces=request.create_surfaces
         )
+
+
+def volume_dicom_modality(volume) -> str | None:
+    """The DICOM Modality (0008,0060) of the series ``volume`` was loaded from, upper case; None when it
+    did not come from DICOM or the DICOM database is not there (a bare Slicer core, a scene file).
+
+    Slicer's DICOM scalar volume plugin stores the SOP Instance UIDs of the loaded files, space-separated,
+    in the node attribute ``DICOM.instanceUIDs``, and reads tags back per instance with
+    ``slicer.dicomDatabase.instanceValue(uid, "gggg,eeee")`` (Slicer v5.8.1,
+    ``Modules/Scripted/DICOMPlugins/DICOMScalarVolumePlugin.py``; the slice view annotations read tags
+    the same way, ``Modules/Scripted/DataProbe/DataProbeLib/SliceViewAnnotations.py``).
+    """
+    uids = (volume.GetAttribute("DICOM.instanceUIDs") or "").split()
+    database = getattr(slicer, "dicomDatabase", None)
+    if not uids or database is None:
+        return None
+    try:
+        value = database.instanceValue(uids[0], "0008,0060")
+    except Exception:  # a closed or broken database: the voxel check still runs
+        logger.info("could not read the DICOM Modality of '%s'", volume.GetName(), exc_info=True)
+        return None
+    return str(value or "").strip().upper() or None
+
+
+def modality_warning(volumes: Sequence, card) -> str | None:
+    """The core's one-line modality warning for these input volume nodes and model card, or None.
+
+    The same rules as ``unetrpp segment`` (:mod:`unetrpp.pipeline.modality`) on the nodes' voxels, plus
+    the DICOM Modality where a volume came from DICOM (the child only sees NRRD files, so it cannot).
+    Imports the core (numpy, SimpleITK, scipy) when called, not when this module is imported.
+    """
+    from unetrpp.pipeline.modality import modality_warning as core_warning
+
+    check_inputs(volumes)  # the error start() would give, before reading voxels that are not there
+    arrays = [slicer.util.arrayFromVolume(volume) for volume in volumes]
+    return core_warning(arrays, card, dicom_modalities=[volume_dicom_modality(v) for v in volumes])
 
 
 def _input_file_name(index: int) -> str:

@@ -21,6 +21,12 @@ and ``done`` increases to ``total``; seconds are floats, ``eta_seconds`` null un
 
     {"event": "warning", "message": "..."}
 
+One warning comes before inference when an input does not look like what the model was trained on (a
+CT model given an MR or an image not in Hounsfield units, an MR model given a CT; see
+:mod:`unetrpp.pipeline.modality`): the run still ends with exit status 0, so read the warning before the
+organ table. ``--force-modality`` skips that check. Without ``--progress json`` every warning is one line
+``unetrpp: warning: ...`` on stderr, whatever ``--progress`` says.
+
 ``result``: the last line of a successful run (exit status 0); one entry per written structure::
 
     {"event": "result", "output": "/abs/or/relative/out.seg.nrrd", "elapsed_seconds": 41.2,
@@ -97,6 +103,12 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--orientation", help="override the model's orientation code (e.g. RAS, LPS)")
     parser.add_argument("--series", metavar="UID", help="DICOM folder input: Series Instance UID to read")
     parser.add_argument(
+        "--force-modality",
+        action="store_true",
+        help="skip the check that the input looks like the model's modality (CT in Hounsfield units for a "
+        "CT model, not CT for an MR model), which otherwise warns before inference",
+    )
+    parser.add_argument(
         "--precision",
         choices=("auto", "fp32", "bf16", "fp16"),
         default="auto",
@@ -164,6 +176,7 @@ def _run(args: argparse.Namespace, emitter: Any) -> int:
         accumulation=args.accumulation,
         crop_to_body=args.body_crop,
         series_uid=args.series,
+        check_modality=not args.force_modality,
     )
     extra_outputs = [p for p in (args.labelmap, args.summary) if p is not None]
     for path in extra_outputs:
@@ -175,7 +188,7 @@ def _run(args: argparse.Namespace, emitter: Any) -> int:
         raise UnetrppError(f"--labelmap {args.labelmap} must end in one of {', '.join(_LABELMAP_SUFFIXES)}")
 
     bar = TerminalProgress(unit="tile") if args.progress == "bar" else None
-    on_event = emitter if emitter is not None else bar
+    on_event = emitter if emitter is not None else bar if bar is not None else _print_warnings
     try:
         result = segment(inputs, args.model, output, options, on_event=on_event, overwrite=args.overwrite)
     finally:
@@ -190,6 +203,14 @@ def _run(args: argparse.Namespace, emitter: Any) -> int:
         print(_table(result.volumes))
         print(f"wrote {result.output}")
     return 0
+
+
+def _print_warnings(event: Any) -> None:
+    """``--progress none``: no stage lines or bar, but a warning still gets its stderr line."""
+    from unetrpp.events import WarningEvent
+
+    if isinstance(event, WarningEvent):
+        print(f"unetrpp: warning: {event.message}", file=sys.stderr, flush=True)
 
 
 def _check_extra_output(path: Path, overwrite: bool) -> None:

@@ -75,6 +75,8 @@ def _read_series(folder: Path, series_uid: str | None) -> sitk.Image:
         raise InputImageError(f"cannot read DICOM series {uid} in {folder} (damaged files?)") from error
     if len(files) > 1:
         _check_slice_geometry(image, reader, f"DICOM series {uid} in {folder}")
+    if reader.HasMetaDataKey(0, "0008|0060"):  # the series reader keeps no tags on the image; the
+        image.SetMetaData("0008|0060", reader.GetMetaData(0, "0008|0060"))  # modality check wants this one
     logger.info("read DICOM series %s (%d files) from %s", uid, len(files), folder)
     return image
 

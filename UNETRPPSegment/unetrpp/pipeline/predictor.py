@@ -31,7 +31,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from unetrpp.errors import InputImageError, ModelNotFoundError, OutputExistsError, UnetrppError
-from unetrpp.events import EventCallback, ResultEvent, StageEvent, emit
+from unetrpp.events import EventCallback, ResultEvent, StageEvent, WarningEvent, emit
 from unetrpp.labels.terminology import Structure, select_structures, structures_for, structures_from_labels
 from unetrpp.models.cards import ModelCard, NormalizationScheme, Plans
 from unetrpp.models.loader import LoadedModel
@@ -71,7 +71,8 @@ def segment(
             :class:`LoadedModel` (reused as is, so repeated calls do not reload weights).
         output: ``.seg.nrrd`` path to write, or None to only return the label map.
         options: see :class:`SegmentOptions`; None means the defaults.
-        on_event: receives stage events, one progress event per tile and a result event.
+        on_event: receives stage events, one progress event per tile, warnings (an input that does not
+            look like the model's modality: see ``SegmentOptions.check_modality``) and a result event.
         overwrite: replace an existing output file.
 
     Returns:
@@ -109,6 +110,8 @@ def segment(
         with _stage("load_model", None, on_event, timings):  # the loader announces it
             loaded = _load(model, on_event)
     _check_model(loaded, card)
+    if options.check_modality:
+        _warn_if_wrong_modality(images, card, loaded.plans, on_event)
 
     orientation = options.orientation or card.orientation
     with _stage("preprocess", f"Reorienting to {orientation}, resampling, normalising", on_event, timings):
@@ -140,6 +143,18 @@ def segment(
     emit(on_event, ResultEvent(str(output_path or ""), [v.to_dict() for v in volumes], round(elapsed, 3)))
     logger.info("segmented %d of %d structures in %.1f s", len(structures), len(all_structures), elapsed)
     return result
+
+
+def _warn_if_wrong_modality(
+    images: Sequence[sitk.Image], card: ModelCard, plans: Plans, on_event: EventCallback | None
+) -> None:
+    """Emit a WarningEvent when the inputs do not look like the model's modality (a CT model on an MR)."""
+    from unetrpp.pipeline.modality import modality_warning
+
+    warning = modality_warning(images, card, plans=plans)
+    if warning is not None:
+        logger.info("modality check: %s", warning)
+        emit(on_event, WarningEvent(f"{warning} (--force-modality skips this check)"))
 
 
 def _body_on_network_grid(image: sitk.Image, plans: Plans, info: Any) -> np.ndarray | None:

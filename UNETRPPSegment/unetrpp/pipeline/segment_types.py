@@ -43,6 +43,10 @@ class SegmentOptions:
             tile grid stays the whole image's; 153 instead of 256 tiles on the synthetic abdomen of
             ``benchmarks/bench_segment.py``.
         series_uid: DICOM folder input only: the series to read when the folder holds several.
+        check_modality: before inference, warn (a ``WarningEvent``) when an input does not look like
+            what the model was trained on: a CT model given an MR or an image not in Hounsfield units,
+            an MR model given a CT (:mod:`unetrpp.pipeline.modality`). False skips the check (CLI
+            ``--force-modality``).
     """
 
     device: str = "auto"
@@ -57,6 +61,7 @@ class SegmentOptions:
     skip_empty_tiles: bool = True
     crop_to_body: bool = True
     series_uid: str | None = None
+    check_modality: bool = True
 
     def __post_init__(self) -> None:
         if isinstance(self.structures, str):  # "liver,spleen" rather than ("liver", "spleen")
