@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from unetrpp.cli.terminal import TerminalProgress, positive_int
+from unetrpp.cli.terminal import TerminalProgress, positive_int, print_warnings
 
 __all__ = ["add_parser", "run"]
 
@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
             device=args.device,
             overwrite=args.overwrite,
             num_threads=args.threads,
-            on_event=bar,
+            on_event=bar if bar is not None else print_warnings,
         )
     finally:
         if bar is not None:

@@ -51,7 +51,7 @@ from pathlib import Path
 from typing import Any
 
 from unetrpp.atomic import atomic_output
-from unetrpp.cli.terminal import TerminalProgress, positive_int
+from unetrpp.cli.terminal import TerminalProgress, positive_int, print_warnings
 
 __all__ = ["add_parser", "run"]
 
@@ -188,7 +188,7 @@ def _run(args: argparse.Namespace, emitter: Any) -> int:
         raise UnetrppError(f"--labelmap {args.labelmap} must end in one of {', '.join(_LABELMAP_SUFFIXES)}")
 
     bar = TerminalProgress(unit="tile") if args.progress == "bar" else None
-    on_event = emitter if emitter is not None else bar if bar is not None else _print_warnings
+    on_event = emitter if emitter is not None else bar if bar is not None else print_warnings
     try:
         result = segment(inputs, args.model, output, options, on_event=on_event, overwrite=args.overwrite)
     finally:
@@ -203,14 +203,6 @@ def _run(args: argparse.Namespace, emitter: Any) -> int:
         print(_table(result.volumes))
         print(f"wrote {result.output}")
     return 0
-
-
-def _print_warnings(event: Any) -> None:
-    """``--progress none``: no stage lines or bar, but a warning still gets its stderr line."""
-    from unetrpp.events import WarningEvent
-
-    if isinstance(event, WarningEvent):
-        print(f"unetrpp: warning: {event.message}", file=sys.stderr, flush=True)
 
 
 def _check_extra_output(path: Path, overwrite: bool) -> None:

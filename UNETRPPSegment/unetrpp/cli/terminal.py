@@ -12,7 +12,7 @@ from typing import Any
 
 from unetrpp.events import Event, ProgressEvent, StageEvent, WarningEvent
 
-__all__ = ["TerminalProgress", "positive_int", "positive_float"]
+__all__ = ["TerminalProgress", "positive_int", "positive_float", "print_warnings"]
 
 
 def positive_int(text: str) -> int:
@@ -35,6 +35,13 @@ def positive_float(text: str) -> float:
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
     return value
+
+
+def print_warnings(event: Event) -> None:
+    """An ``on_event`` callback for ``--progress none``: no stage lines or bar, but a warning still gets
+    its ``unetrpp: warning: ...`` line on stderr (never a silent result on a doubtful input)."""
+    if isinstance(event, WarningEvent):
+        print(f"unetrpp: warning: {event.message}", file=sys.stderr, flush=True)
 
 
 class TerminalProgress:
