@@ -7,6 +7,7 @@ only connects the panel to them. No model math here.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import tempfile
@@ -24,7 +25,7 @@ from slicer.ScriptedLoadableModule import (
 )
 from slicer.util import VTKObservationMixin
 from unetrpp.events import WarningEvent
-from UNETRPPSegmentLib import dependencies
+from UNETRPPSegmentLib import compatibility, dependencies
 from UNETRPPSegmentLib.logic import (
     Device,
     JobStatus,
@@ -109,7 +110,7 @@ class UNETRPPSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._job = None
         self._coreRunner = None
         self._timer = None
-        self._dependenciesChecked = False
+        self._dependencies = dependencies.DependencyGate()
 
     # ---- set-up ------------------------------------------------------------------------------------
     def setup(self):
@@ -118,9 +119,18 @@ class UNETRPPSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.layout.addWidget(uiWidget)
         self.ui = slicer.util.childWidgetVariables(uiWidget)
         uiWidget.setMRMLScene(slicer.mrmlScene)
+        self.ui.progressBar.hide()
+        # slicer.app.majorVersion/minorVersion: Q_PROPERTYs of qSlicerCoreApplication
+        # (Base/QTCore/qSlicerCoreApplication.h, Slicer v5.6.2 and v5.12.3).
+        unsupported = compatibility.unsupported_reason((slicer.app.majorVersion, slicer.app.minorVersion))
+        if unsupported:  # one line in the panel instead of a traceback from the child later
+            self.ui.statusLabel.text = unsupported
+            for name in ("inputsCollapsibleButton", "advancedCollapsibleButton", "outputsCollapsibleButton"):
+                getattr(self.ui, name).enabled = False
+            self.ui.segmentButton.enabled = False
+            return
         self.logic = UNETRPPSegmentLogic()
 
-        self.ui.progressBar.hide()
         self.ui.reviewTable.horizontalHeader().setStretchLastSection(True)
         self._populateModels()
 
@@ -136,10 +146,23 @@ class UNETRPPSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
-        self.initializeParameterNode()
+        # The panel is complete (inputs shown for the model, Segment enabled) before the parameter node
+        # is bound, so a failure there costs only saving the settings with the scene.
         self.onModelChanged()
+        self._bindParameterNode()
+
+    def _bindParameterNode(self):
+        try:
+            self.initializeParameterNode()
+        except Exception as error:  # never leave the panel half built
+            logging.exception("UNETR++ Segment: could not bind the parameter node")
+            self._parameterNode = None
+            self.ui.statusLabel.text = f"Settings are not saved with the scene ({error})."
+            self.updateGUI()
 
     def cleanup(self):
+        if self.logic is None:  # unsupported Slicer: nothing was set up
+            return
         if self._job is not None:
             self._job.cancel()
         if self._coreRunner is not None:
@@ -148,7 +171,8 @@ class UNETRPPSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._disconnectParameterNode()
 
     def enter(self):
-        self.initializeParameterNode()
+        if self.logic is not None:
+            self._bindParameterNode()
 
     def exit(self):
         self._disconnectParameterNode()
@@ -160,7 +184,7 @@ class UNETRPPSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onSceneEndClose(self, caller, event):
         if self.parent.isEntered:
-            self.initializeParameterNode()
+            self._bindParameterNode()
 
     # ---- parameter node ----------------------------------------------------------------------------
     def initializeParameterNode(self):
@@ -428,6 +452,9 @@ class UNETRPPSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onImportWeights(self):
         card = self._currentCard()
+        with slicer.util.tryWithErrorDisplay("Failed to import the weights.", waitCursor=True):
+            if not self._ensureDependencies():  # the import runs the core, which needs them
+                return
         path = qt.QFileDialog.getOpenFileName(
             slicer.util.mainWindow(),
             f"Weights file for {card.title}",
@@ -436,7 +463,15 @@ class UNETRPPSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         )
         if not path:
             return
-        self._runCore(["models", "import", path, "--name", card.name], "Importing weights", None)
+        arguments = ["models", "import", path, "--name", card.name]
+        if self.logic.weightsInstalled(card.name):
+            if not slicer.util.confirmOkCancelDisplay(
+                f"Weights of '{card.title}' are installed already. Replace them with {Path(path).name}?",
+                windowTitle="UNETR++ Segment",
+            ):
+                return
+            arguments.append("--overwrite")
+        self._runCore(arguments, "Importing weights", None)
 
     def _runCore(self, arguments, title: str, onSuccess):
         """Run a ``unetrpp`` subcommand in the background with the progress bar, then call onSuccess."""
@@ -529,26 +564,34 @@ class UNETRPPSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     # ---- dependencies ------------------------------------------------------------------------------
     def _ensureDependencies(self) -> bool:
-        missing = self.logic.missingDependencies()
-        if not missing:
-            return True
-        if self._dependenciesChecked:
-            slicer.util.errorDisplay(f"Required Python packages are still missing: {', '.join(missing)}")
-            return False
-        self._dependenciesChecked = True
-        if not slicer.util.confirmOkCancelDisplay(
-            "UNETR++ needs Python packages that are not installed yet:\n\n"
-            f"{', '.join(missing)}\n\n"
-            "Install them now? This needs internet and can take several minutes (PyTorch alone can be "
-            "a few GB). Slicer's own packages (SimpleITK) are left unchanged.",
-            windowTitle="UNETR++ Segment",
-        ):
-            return False
-        self.ui.statusLabel.text = "Installing Python packages, please wait..."
-        slicer.app.processEvents()
-        self.logic.installDependencies()
+        """True when the child's packages are importable; asks before installing, every time it is needed."""
+
+        def confirmInstall(missing) -> bool:
+            confirmed = slicer.util.confirmOkCancelDisplay(
+                "UNETR++ needs Python packages that are not installed yet:\n\n"
+                f"{', '.join(missing)}\n\n"
+                "Install them now? This needs internet and can take several minutes (PyTorch alone can be "
+                "a few GB). The PyTorch build and Slicer's own packages (numpy, SimpleITK) stay as they are.",
+                windowTitle="UNETR++ Segment",
+            )
+            self.ui.statusLabel.text = (
+                "Installing Python packages, please wait..."
+                if confirmed
+                else "Not started: the Python packages UNETR++ needs are not installed."
+            )
+            slicer.app.processEvents()
+            return confirmed
+
+        def confirmRestart(missing) -> bool:
+            return slicer.util.confirmOkCancelDisplay(
+                f"The packages were installed, but Slicer must restart before it can use them "
+                f"({', '.join(missing)}). Restart Slicer now?",
+                windowTitle="UNETR++ Segment",
+            )
+
+        ready = self._dependencies.ensure(confirmInstall, confirmRestart, slicer.util.restart)
         self._updateWeightsStatus()
-        return not self.logic.missingDependencies()
+        return ready
 
 
 def _durationText(seconds: float) -> str:

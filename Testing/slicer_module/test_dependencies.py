@@ -215,3 +215,53 @@ def test_torch_range_asked_for_is_the_cores():
         if dependencies.distribution_name(r) == "torch"
     ]
     assert torch_lines == ["torch" + dependencies.TORCH_REQUIREMENT]
+
+
+# ---- the panel's decision: ask, install, or offer a restart ----------------------------------------
+
+
+class _Packages:
+    """What is importable: ``after_install`` is what an install makes visible without a restart."""
+
+    def __init__(self, missing: list[str], after_install: list[str]):
+        self.missing, self.after_install, self.installs = missing, after_install, 0
+
+    def install(self):
+        self.installs += 1
+        self.missing = self.after_install
+
+
+def _ensure(gate, answers: dict[str, bool], asked: list[str]) -> bool:
+    def ask(kind):
+        return lambda missing: asked.append(f"{kind}: {', '.join(missing)}") or answers[kind]
+
+    return gate.ensure(ask("install"), ask("restart"), lambda: asked.append("restarted"))
+
+
+def test_declining_once_asks_again_next_time_instead_of_locking_installing_out():
+    packages = _Packages(["torch", "monai"], after_install=[])
+    gate = dependencies.DependencyGate(lambda: packages.missing, packages.install)
+    asked: list[str] = []
+    assert _ensure(gate, {"install": False, "restart": False}, asked) is False
+    assert packages.installs == 0
+    assert _ensure(gate, {"install": True, "restart": False}, asked) is True
+    assert asked == ["install: torch, monai", "install: torch, monai"]
+    assert packages.installs == 1
+    assert _ensure(gate, {"install": True, "restart": False}, asked) is True  # nothing missing: no question
+    assert len(asked) == 2
+
+
+def test_packages_still_missing_after_installing_offer_a_restart_not_a_second_install():
+    packages = _Packages(["skimage"], after_install=["skimage"])  # needs a restart to be seen
+    gate = dependencies.DependencyGate(lambda: packages.missing, packages.install)
+    asked: list[str] = []
+    assert _ensure(gate, {"install": True, "restart": True}, asked) is False
+    assert asked == ["install: skimage", "restart: skimage", "restarted"]
+    assert _ensure(gate, {"install": True, "restart": False}, asked) is False
+    assert asked[3:] == ["restart: skimage"] and packages.installs == 1
+
+
+def test_nothing_missing_asks_nothing():
+    gate = dependencies.DependencyGate(lambda: [], lambda: pytest.fail("nothing to install"))
+    asked: list[str] = []
+    assert _ensure(gate, {}, asked) is True and asked == []

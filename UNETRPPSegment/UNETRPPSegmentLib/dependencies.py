@@ -20,13 +20,14 @@ import importlib.util
 import logging
 import re
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 __all__ = [
     "REQUIREMENTS_FILE",
     "REQUIRED_IMPORTS",
     "NEVER_REPLACED",
+    "DependencyGate",
     "distribution_name",
     "missing_imports",
     "read_requirements",
@@ -139,6 +140,45 @@ def _install_requirements(requirements_file: Path, constraints: Path) -> None:
         # Slicer 5.6-5.10: slicer.util.pip_install(list) runs "pip install" with the list as arguments
         # (Base/Python/slicer/util.py, v5.6.2).
         slicer.util.pip_install(["-r", str(requirements_file), "-c", str(constraints)])
+
+
+class DependencyGate:
+    """Decides, each time the panel needs the packages, whether to ask, install, or offer a restart.
+
+    Declining once must not lock installing out until Slicer restarts: the next click asks again. Once
+    installed in this session, packages that are still not importable need a restart, which is offered.
+    """
+
+    def __init__(
+        self,
+        missing: Callable[[], list[str]] = missing_imports,
+        install_packages: Callable[[], None] = install,
+    ) -> None:
+        self._missing = missing
+        self._install = install_packages
+        self.installed_this_session = False
+
+    def ensure(
+        self,
+        confirm_install: Callable[[list[str]], bool],
+        confirm_restart: Callable[[list[str]], bool],
+        restart: Callable[[], object],
+    ) -> bool:
+        """True when everything is importable (after installing, if the user agreed)."""
+        missing = self._missing()
+        if not missing:
+            return True
+        if not self.installed_this_session:
+            if not confirm_install(missing):
+                return False
+            self._install()
+            self.installed_this_session = True
+            missing = self._missing()
+            if not missing:
+                return True
+        if confirm_restart(missing):
+            restart()
+        return False
 
 
 def weights_installed(model: str) -> bool:
