@@ -13,8 +13,12 @@ import importlib.metadata
 import sys
 from pathlib import Path
 
-import pytest
 from UNETRPPSegmentLib import dependencies
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10 (supported): the backport, in the test extra for that version
+    import tomli as tomllib
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CORE = REPO_ROOT / "UNETRPPSegment" / "unetrpp"
@@ -51,7 +55,6 @@ def _declared(requirements: list[str]) -> set[str]:
 
 
 def _pyproject() -> dict:
-    tomllib = pytest.importorskip("tomllib", reason="tomllib needs Python >= 3.11")
     return tomllib.loads((REPO_ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
 
 
