@@ -35,7 +35,15 @@ def test_a_confident_correct_prediction_scores_near_zero_and_a_wrong_one_high():
     assert loss(-perfect, labels).item() > 1.5
 
 
-def test_downsampling_keeps_label_values():
-    labels = torch.arange(4).repeat_interleave(4).reshape(1, 1, 1, 4, 4).expand(1, 1, 2, 4, 4).contiguous()
-    small = downsample_labels(labels, (1, 2, 2))
-    assert small.dtype == labels.dtype and set(small.unique().tolist()) <= set(labels.unique().tolist())
+@pytest.mark.parametrize("shape_zyx", [(1, 2, 2), (2, 3, 3), (1, 4, 1)], ids=["halve", "to-three", "mixed"])
+def test_downsampling_picks_the_nearest_voxels_labels(shape_zyx):
+    # Every voxel a different label (z * 16 + y * 4 + x), so the result names the voxel each output
+    # voxel was taken from. Nearest neighbour as nnU-Net's deep supervision uses it (PyTorch "nearest"):
+    # output index i takes input index floor(i * in / out) along each axis.
+    labels = torch.arange(2 * 4 * 4).reshape(1, 1, 2, 4, 4)
+    small = downsample_labels(labels, shape_zyx)
+    assert small.dtype == labels.dtype and tuple(small.shape) == (1, 1, *shape_zyx)
+    z, y, x = ([i * size // out for i in range(out)] for size, out in zip((2, 4, 4), shape_zyx, strict=True))
+    expected = [[[16 * zz + 4 * yy + xx for xx in x] for yy in y] for zz in z]
+    assert small[0, 0].tolist() == expected
+    assert downsample_labels(labels, (2, 4, 4)) is labels  # the full-resolution head: unchanged
