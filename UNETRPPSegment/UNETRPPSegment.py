@@ -422,8 +422,9 @@ class UNETRPPSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 "Review the flagged structures below."
             )
             self._showReview(job)
-        elif job.status is JobStatus.CANCELLED:
-            self.ui.statusLabel.text = "Cancelled. Nothing was changed."
+        elif job.status is JobStatus.CANCELLED:  # by the user, or because an input was deleted
+            reason = f"Stopped: {job.error_message}." if job.error_message else "Cancelled."
+            self.ui.statusLabel.text = f"{reason} Nothing was changed."
         else:
             self.ui.statusLabel.text = f"Failed: {job.error_message}"
             slicer.util.errorDisplay(

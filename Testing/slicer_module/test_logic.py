@@ -452,6 +452,54 @@ def test_cancel_during_inference_kills_tree_and_leaves_nothing(slicer_app, tiny_
     assert _leftovers(child_logic) == []
 
 
+def test_removing_the_input_during_a_run_stops_it_and_leaves_nothing(slicer_app, tiny_model, child_logic):
+    volume, _ = _add_volume(slicer_app.scene, _ct_like((24, 40, 48)), "Removed CT")
+    nodes_before = slicer_app.scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode")
+    request = SegmentationRequest([volume], str(tiny_model), device="cpu", overlap=0.9)
+    done, events = [], []
+    job = child_logic.start(request, on_event=events.append, on_done=done.append)
+    tree = [psutil.Process(job.runner.pid)]
+    deadline = time.monotonic() + 120
+    while not events and job.poll():  # the child has read its input and is working
+        assert time.monotonic() < deadline, "the child never reported"
+        time.sleep(0.02)
+    assert job.status is JobStatus.RUNNING
+    tree += tree[0].children(recursive=True)
+    slicer_app.scene.RemoveNode(volume)  # the user deletes the input while it is being segmented
+    assert job.poll() is False
+    assert job.status is JobStatus.CANCELLED and done == [job]
+    assert job.error_message == "input volume 'Removed CT' was removed from the scene"
+    deadline = time.monotonic() + 30
+    while any(is_running(process) for process in tree):
+        assert time.monotonic() < deadline, "the child survived the removal of its input"
+        time.sleep(0.05)
+    assert job.segmentation_node is None
+    assert slicer_app.scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode") == nodes_before
+    assert _leftovers(child_logic) == []
+
+
+class _ImportFails(SegmentationLogic):
+    """The child succeeds; loading its result raises something no code path expects."""
+
+    def import_result(self, path, request):
+        raise ValueError("vtkSegmentation said no\nsecond line")
+
+
+def test_an_unexpected_failure_while_importing_ends_the_job_and_cleans_up(slicer_app, tiny_model, tmp_path):
+    volume, _ = _add_volume(slicer_app.scene, _ct_like())
+    environment = {**os.environ, "UNETRPP_HOME": str(tmp_path / "home"), "OMP_NUM_THREADS": "1"}
+    logic = _ImportFails(
+        python_executable=sys.executable, temp_root=tmp_path / "tmp", base_environment=environment
+    )
+    done = []
+    request = SegmentationRequest([volume], str(tiny_model), device="cpu", overlap=0.0)
+    job = logic.start(request, on_done=done.append)
+    with pytest.raises(SegmentationError, match="^the result could not be loaded: vtkSegmentation said no$"):
+        job.wait(timeout_seconds=300)
+    assert job.status is JobStatus.FAILED and done == [job]
+    assert _leftovers(logic) == []
+
+
 def test_failing_child_surfaces_its_one_line_error(slicer_app, tiny_model, child_logic):
     array = _ct_like().astype(np.float32)
     array[3, 4, 5] = np.nan

@@ -228,14 +228,20 @@ class SegmentationJob:
         """Advance the job (call from the main thread); True while it is still running."""
         if self.status is not JobStatus.RUNNING:
             return False
+        removed = [volume for volume in self.request.input_volumes if volume.GetScene() is None]
+        if removed:  # the user deleted an input while it ran: there is nothing to put the result on
+            self.runner.cancel()
+            name = removed[0].GetName()
+            self._end(JobStatus.CANCELLED, f"input volume '{name}' was removed from the scene")
+            return False
         state = self.runner.poll()
         if state is RunState.IMPORTING:
             self._report("importing", _STAGE_SPANS["importing"][0], "Loading the segmentation")
             try:
                 self.segmentation_node = self.logic.import_result(self.output_path, self.request)
-            except (UnetrppError, RuntimeError, OSError) as error:
+            except Exception as error:  # any failure ends the job: the panel must not stay on "Cancel"
                 self.runner.finish()
-                self._end(JobStatus.FAILED, str(error))
+                self._end(JobStatus.FAILED, _import_failure_message(error))
                 return False
             try:
                 self.review = review_segmentation_node(self.segmentation_node)
@@ -442,6 +448,14 @@ def modality_warning(volumes: Sequence, card) -> str | None:
     check_inputs(volumes)  # the error start() would give, before reading voxels that are not there
     arrays = [slicer.util.arrayFromVolume(volume) for volume in volumes]
     return core_warning(arrays, card, dicom_modalities=[volume_dicom_modality(v) for v in volumes])
+
+
+def _import_failure_message(error: Exception) -> str:
+    """Ours are one line already; anything else gets one line that says what failed."""
+    if isinstance(error, UnetrppError):
+        return str(error)
+    detail = (str(error) or type(error).__name__).splitlines()[0]
+    return f"the result could not be loaded: {detail}"
 
 
 def _input_file_name(index: int) -> str:
