@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from shared_contracts import REPO_ROOT
+from vendored_data import REPO_ROOT
 
 SCRIPT = REPO_ROOT / "benchmarks" / "bench_segment.py"
 

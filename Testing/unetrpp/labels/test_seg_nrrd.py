@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import slicer_harness
-from shared_contracts import shared_path
 from unetrpp.errors import OutputExistsError, UnetrppError
 from unetrpp.labels.seg_nrrd import ijk_to_lps, read_seg_nrrd, summarize, write_seg_nrrd
 from unetrpp.labels.terminology import (
@@ -21,6 +20,7 @@ from unetrpp.labels.terminology import (
     structures_from_labels,
     terminology_entry_string,
 )
+from vendored_data import data_path
 
 # The real Slicer core fixture (also available everywhere once conftest registers the plugin).
 
@@ -363,7 +363,7 @@ def test_summarize_counts_voxels_and_millilitres_per_structure():
     assert sum(row["voxels"] for row in summary) == int(np.count_nonzero(array))
 
 
-# folder, file, names of its labels (others are named "label N"); see ../shared/real_inputs/SOURCES.md
+# folder, file, names of its labels (others are named "label N"); see Testing/data/SOURCES.md
 REAL_LABEL_MAPS = {
     "dcmqi-ct3slice-manual-liver": ("dcmqi_ct3slice", "liver_seg.nrrd", {1: "liver"}),
     "totalseg-ct-las-grid": ("totalseg_example_ct", "example_seg_dicom.nii.gz", {}),
@@ -393,7 +393,7 @@ def test_real_label_map_lands_where_slicer_shows_the_original(parts, slicer_app,
     import vtk
 
     folder, filename, names = parts
-    source = shared_path("real_inputs", folder, filename)
+    source = data_path("real_inputs", folder, filename)
     image = sitk.ReadImage(str(source))
     if not np.issubdtype(sitk.GetArrayViewFromImage(image).dtype, np.integer):
         image = sitk.Cast(image, sitk.sitkUInt16)

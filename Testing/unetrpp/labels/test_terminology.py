@@ -8,7 +8,6 @@ import subprocess
 import sys
 
 import pytest
-from shared_contracts import shared_path
 from unetrpp.errors import UnetrppError
 from unetrpp.labels.terminology import (
     ANATOMIC_CONTEXT,
@@ -22,13 +21,14 @@ from unetrpp.labels.terminology import (
     terminology_entry,
     terminology_entry_string,
 )
+from vendored_data import data_path
 
 ALL_STRUCTURES = [(name, s) for name in label_sets() for s in structures_for(name)]
 ALL_IDS = [f"{name}-{s.label_value}" for name, s in ALL_STRUCTURES]
 
 
 def _shared_rows() -> list[dict[str, str]]:
-    path = shared_path("terminology", "unetrpp_structures.tsv")
+    path = data_path("terminology", "unetrpp_structures.tsv")
     with path.open(encoding="utf-8") as stream:
         return list(csv.DictReader(stream, delimiter="\t"))
 

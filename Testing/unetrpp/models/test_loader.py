@@ -17,13 +17,13 @@ from official_files import (
     write_official_checkpoint,
     write_official_plans,
 )
-from shared_contracts import shared_path
 from unetrpp.errors import CheckpointError, CheckpointMismatchError, ModelNotFoundError
 from unetrpp.events import Event, StageEvent, WarningEvent
 from unetrpp.models import LoadedModel, load_model, save_model
 from unetrpp.models.loader import load_model_path
 from unetrpp.models.registry import find_card
 from unetrpp.network import build_network
+from vendored_data import GOLDEN_DIR, GOLDEN_WEIGHTS, data_path, golden_sample, small_golden
 
 
 def _same_outputs(network: torch.nn.Module, loaded: LoadedModel) -> None:
@@ -153,8 +153,8 @@ def test_registry_name_loads_the_weights_imported_for_it(
 
 def test_reference_golden_weights_survive_export_to_unetrpp(tmp_path: Path) -> None:
     """The reference's own state_dict (strided views, E/F shared) → .unetrpp → the reference's logits."""
-    golden_path = shared_path("fixtures", "unetrpp_official", "small_golden.pt")
-    golden = torch.load(golden_path, map_location="cpu", weights_only=True)
+    golden_path = data_path(*GOLDEN_DIR, GOLDEN_WEIGHTS)  # config + state_dict, as the reference saved them
+    golden = small_golden()
     network = build_network("synapse", feature_size=2, out_channels=2)
 
     official = load_model_path(golden_path, card=tiny_card(network, name="golden"))
@@ -163,7 +163,9 @@ def test_reference_golden_weights_survive_export_to_unetrpp(tmp_path: Path) -> N
 
     with torch.inference_mode():
         logits = loaded.network(golden["input"])
-    assert torch.allclose(logits, golden["outputs"][0], atol=1e-5, rtol=0)
+    assert list(logits.shape) == golden["full_resolution_shape"]
+    expected = golden["outputs_full_resolution_sample"]  # the full-resolution logits on a fixed voxel grid
+    assert torch.allclose(golden_sample(logits, golden), expected, atol=1e-5, rtol=0)
 
 
 def test_a_fold_folder_loads_its_one_model_file(tmp_path: Path) -> None:

@@ -18,12 +18,12 @@ from official_files import (
     write_official_checkpoint,
     write_official_plans,
 )
-from shared_contracts import shared_path
 from unetrpp.errors import CheckpointError, CheckpointMismatchError, UnsafeCheckpointError
 from unetrpp.models import load_official_checkpoint
 from unetrpp.models.cards import NormalizationScheme
 from unetrpp.models.official import check_state_dict, detect_variant, official_key
 from unetrpp.network import build_network
+from vendored_data import data_path
 
 VARIANTS = ("synapse", "acdc", "lung", "tumor")
 
@@ -248,7 +248,7 @@ def test_plans_pkl_without_plans_or_with_unknown_scheme_is_rejected(tmp_path: Pa
 
 def _official_shapes(variant: str) -> dict[str, torch.Tensor]:
     """The official state_dict of ``variant`` as meta tensors (shapes only, no memory)."""
-    lines = shared_path("fixtures", "unetrpp_official", f"{variant}_state_dict.tsv").read_text().splitlines()
+    lines = data_path("fixtures", "unetrpp_official", f"{variant}_state_dict.tsv").read_text().splitlines()
     entries = {}
     for line in lines:
         key, shape, _dtype = line.split("\t")

@@ -8,12 +8,12 @@ import subprocess
 import sys
 
 import pytest
-from shared_contracts import shared_path
 from unetrpp.errors import ModelNotFoundError
 from unetrpp.labels.terminology import structures_for
 from unetrpp.models.cards import ModelCard, NormalizationScheme
 from unetrpp.models.registry import BUNDLED_SCHEME, card_names, card_with_model_file, find_card, list_cards
 from unetrpp.network.config import VARIANTS
+from vendored_data import data_path
 
 OFFICIAL = ("synapse", "acdc", "lung", "tumor")
 ALL_CARDS = [pytest.param(card, id=card.name) for card in list_cards()]
@@ -31,7 +31,7 @@ def test_card_survives_a_json_round_trip(card: ModelCard):
 
 @pytest.mark.parametrize("card", ALL_CARDS)
 def test_card_labels_match_the_shared_terminology_table(card: ModelCard):
-    with shared_path("terminology", "unetrpp_structures.tsv").open(encoding="utf-8") as stream:
+    with data_path("terminology", "unetrpp_structures.tsv").open(encoding="utf-8") as stream:
         rows = [row for row in csv.DictReader(stream, delimiter="\t") if row["dataset"] == card.label_set]
     table = {int(row["label_value"]): row["name"] for row in rows}
     assert table, f"label set {card.label_set!r} is not in the shared table"

@@ -5,17 +5,17 @@ from __future__ import annotations
 import math
 
 import torch
-from shared_contracts import shared_path
 from unetrpp.network import build_network
 from unetrpp.network.complexity import measure_complexity
 from unetrpp.network.epa import EfficientPairedAttention
+from vendored_data import data_path
 
 
 def _official_parameter_count(variant: str) -> int:
     """Distinct trainable values listed in the reference's state_dict (buffers and the synapse
     variant's second name for the shared E/F layer excluded)."""
     total = 0
-    path = shared_path("fixtures", "unetrpp_official", f"{variant}_state_dict.tsv")
+    path = data_path("fixtures", "unetrpp_official", f"{variant}_state_dict.tsv")
     for line in path.read_text().splitlines():
         key, shape, _ = line.split("\t")
         if key.endswith(("running_mean", "running_var", "num_batches_tracked")) or ".epa_block.F." in key:

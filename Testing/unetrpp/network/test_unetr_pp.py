@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import pytest
 import torch
-from shared_contracts import shared_path
 from unetrpp.network import VARIANTS, build_network
+from vendored_data import data_path, golden_sample, small_golden
 
 OFFICIAL = ("unetrpp_official",)
 
 
 def _official_entries(variant: str) -> list[tuple[str, tuple[int, ...], str]]:
-    path = shared_path("fixtures", *OFFICIAL, f"{variant}_state_dict.tsv")
+    path = data_path("fixtures", *OFFICIAL, f"{variant}_state_dict.tsv")
     entries = []
     for line in path.read_text().splitlines():
         key, shape, dtype = line.split("\t")
@@ -41,7 +41,7 @@ def test_synapse_shares_one_layer_as_e_and_f():
 
 
 def test_reproduces_reference_outputs_of_small_golden():
-    golden = torch.load(shared_path("fixtures", *OFFICIAL, "small_golden.pt"), weights_only=True)
+    golden = small_golden()
     config = golden["config"]
     network = build_network(
         "synapse",
@@ -58,8 +58,14 @@ def test_reproduces_reference_outputs_of_small_golden():
     network.eval()
     with torch.inference_mode():
         outputs = network(golden["input"])
-    assert len(outputs) == len(golden["outputs"]) == 3
-    for actual, expected in zip(outputs, golden["outputs"]):
+    assert len(outputs) == 3
+    full, *deep = outputs
+    assert list(full.shape) == golden["full_resolution_shape"]
+    # Testing/data keeps both deep-supervision outputs whole and the full-resolution output on a fixed
+    # grid of 16 x 32 x 32 voxels (derive_small_golden.py); the whole input and state_dict are kept.
+    pairs = [(golden_sample(full, golden), golden["outputs_full_resolution_sample"])]
+    pairs += list(zip(deep, golden["outputs_deep_supervision"], strict=True))
+    for actual, expected in pairs:
         assert actual.shape == expected.shape
         assert (actual - expected).abs().max().item() < 1e-5
 

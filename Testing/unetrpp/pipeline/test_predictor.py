@@ -294,10 +294,10 @@ REAL_SCANS = {
 
 @pytest.mark.parametrize("scan", list(REAL_SCANS), ids=list(REAL_SCANS))
 def test_real_scans_come_back_on_their_own_grid_voxel_for_voxel(scan):
-    from shared_contracts import shared_path
     from unetrpp.pipeline.io import read_image
+    from vendored_data import data_path
 
-    path = shared_path("real_inputs", REAL_SCANS[scan])
+    path = data_path("real_inputs", REAL_SCANS[scan])
     image = read_image(path)
     array = sitk.GetArrayFromImage(image).astype(np.float64)
     centres = (0.0, float(np.percentile(array, 60)) + 0.3, float(np.percentile(array, 95)) + 0.7)
@@ -321,11 +321,11 @@ def test_real_scans_come_back_on_their_own_grid_voxel_for_voxel(scan):
 
 def test_ct_body_crop_runs_fewer_tiles_keeps_the_body_and_labels_air_background():
     """On a real CT: every body voxel keeps the uncropped run's label; air far from the body is 0."""
-    from shared_contracts import shared_path
     from unetrpp.pipeline.body_crop import body_mask
     from unetrpp.pipeline.io import read_image
+    from vendored_data import data_path
 
-    image = read_image(shared_path("real_inputs", "dcmqi_ct3slice/dicom"))  # 512 x 512, air around
+    image = read_image(data_path("real_inputs", "dcmqi_ct3slice/dicom"))  # 512 x 512, air around
     oriented = sitk.DICOMOrient(image, "RAS")
     channel = ChannelNormalization("CT", mean=0.0, sd=1.0, lower_bound=-1024.0, upper_bound=3071.0)
     plans = Plans((channel,), tuple(reversed(oriented.GetSpacing())), (16, 64, 64), 3)
@@ -379,9 +379,9 @@ def _like(array: np.ndarray, reference: sitk.Image) -> sitk.Image:
 
 
 def test_gantry_tilted_dicom_is_refused_in_one_line():
-    from shared_contracts import shared_path
+    from vendored_data import data_path
 
-    path = shared_path("real_inputs", "dcmqa_ct_gantry_tilt_ge")
+    path = data_path("real_inputs", "dcmqa_ct_gantry_tilt_ge")
     plans = _plans((3.0, 1.0, 1.0))
     model = LoadedModel(IntensityBandNetwork(BANDS, plans.patch_size_zyx), _card(plans), plans)
     with pytest.raises(InputImageError, match="tilt") as raised:

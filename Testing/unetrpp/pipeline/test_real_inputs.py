@@ -1,4 +1,4 @@
-"""Every real scan in ../shared/real_inputs either goes read -> reorient -> preprocess -> restore exactly
+"""Every real scan in Testing/data/real_inputs either goes read -> reorient -> preprocess -> restore exactly
 onto its own grid, or fails with one clear line.
 
 The network is replaced by a deterministic stand-in that is not part of the code under test: a threshold
@@ -14,13 +14,13 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from shared_contracts import shared_path
 from unetrpp.errors import InputImageError
 from unetrpp.models.cards import ChannelNormalization, Plans
 from unetrpp.pipeline.geometry import orientation_code, reorient, restore_orientation
 from unetrpp.pipeline.io import read_image
 from unetrpp.pipeline.postprocess import restore_label_map
 from unetrpp.pipeline.preprocess import preprocess
+from vendored_data import data_path
 
 # Plans of the kind the models use: Synapse-like CT (BTCV statistics), brain MR (BraTS-like, masked
 # z-score at 1 mm), prostate MR (MSD prostate-like anisotropic), abdominal MR.
@@ -82,7 +82,7 @@ def _dice(a: np.ndarray, b: np.ndarray) -> float:
 @pytest.mark.parametrize("name", list(CASES), ids=list(CASES))
 def test_real_input_round_trips_onto_its_own_grid(name):
     case = CASES[name]
-    original = read_image(shared_path("real_inputs", *case.path))
+    original = read_image(data_path("real_inputs", *case.path))
     oriented = reorient(original, "RAS")
     assert orientation_code(oriented) == "RAS"
 
@@ -120,13 +120,13 @@ def test_real_input_round_trips_onto_its_own_grid(name):
 )
 def test_real_input_refused_with_one_clear_line(path, fragment):
     with pytest.raises(InputImageError) as error:
-        read_image(shared_path("real_inputs", *path))
+        read_image(data_path("real_inputs", *path))
     message = str(error.value)
     assert fragment in message and "\n" not in message
 
 
 def test_real_gantry_tilted_series_is_refused_with_its_tilt_angle():
-    folder = shared_path("real_inputs", "dcmqa_ct_gantry_tilt_ge")
+    folder = data_path("real_inputs", "dcmqa_ct_gantry_tilt_ge")
     with pytest.raises(InputImageError) as error:
         read_image(folder)
     # the tilt from the files' own headers: slice step versus the normal of the slice plane
@@ -150,8 +150,8 @@ def test_real_gantry_tilted_series_is_refused_with_its_tilt_angle():
 
 def test_flipped_real_label_map_sits_on_the_dicom_grid():
     """TotalSegmentator stored its DICOM prediction flipped (LAS); reoriented it is the DICOM's grid."""
-    dicom = read_image(shared_path("real_inputs", "totalseg_example_ct", "example_ct_dicom"))
-    labels = read_image(shared_path("real_inputs", "totalseg_example_ct", "example_seg_dicom.nii.gz"))
+    dicom = read_image(data_path("real_inputs", "totalseg_example_ct", "example_ct_dicom"))
+    labels = read_image(data_path("real_inputs", "totalseg_example_ct", "example_seg_dicom.nii.gz"))
     assert orientation_code(labels) == "LAS" and orientation_code(dicom) == "LPS"
     back = reorient(labels, orientation_code(dicom))
     assert back.GetSize() == dicom.GetSize()
