@@ -387,3 +387,23 @@ def test_gantry_tilted_dicom_is_refused_in_one_line():
     with pytest.raises(InputImageError, match="tilt") as raised:
         segment(path, model, options=SegmentOptions(device="cpu"))
     assert "\n" not in str(raised.value)
+
+
+class _OutOfGpuMemory(IntensityBandNetwork):
+    """Raises what torch raises when a CUDA allocation fails (no GPU is needed to raise it)."""
+
+    def forward(self, batch: torch.Tensor) -> torch.Tensor:
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+
+def test_running_out_of_gpu_memory_is_one_line_that_suggests_the_cpu(tmp_path):
+    image, _ = _phantom(np.eye(3), (0.8, 0.8, 2.5))
+    band = _band_model(image)
+    model = LoadedModel(_OutOfGpuMemory(BANDS, band.plans.patch_size_zyx), band.card, band.plans)
+    output = tmp_path / "out.seg.nrrd"
+    with pytest.raises(UnetrppError) as raised:
+        segment(image, model, output, SegmentOptions(device="cpu", precision="fp32", check_modality=False))
+    message = str(raised.value)
+    assert "\n" not in message and "ran out of memory" in message and "--device cpu" in message
+    assert isinstance(raised.value.__cause__, torch.cuda.OutOfMemoryError)
+    assert not output.exists()

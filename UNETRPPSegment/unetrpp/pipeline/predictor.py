@@ -123,9 +123,14 @@ def segment(
         body = _body_on_network_grid(oriented[0], loaded.plans, info) if options.crop_to_body else None
 
     with _stage("inference", f"Sliding window on {device} ({precision.value})", on_event, timings):
-        network = _inference_network(loaded.network, device, precision)
+        import torch
+
         config = dataclasses.replace(options.sliding_window_config(), precision=precision)
-        logits = predict_sliding_window(network, array, config, device, on_event, body)
+        try:
+            network = _inference_network(loaded.network, device, precision)
+            logits = predict_sliding_window(network, array, config, device, on_event, body)
+        except torch.cuda.OutOfMemoryError as error:
+            raise UnetrppError(_out_of_memory_message(device, config.batch_size)) from error
         del array, network, body
 
     with _stage("resample", "Back to the input grid", on_event, timings):
@@ -143,6 +148,15 @@ def segment(
     emit(on_event, ResultEvent(str(output_path or ""), [v.to_dict() for v in volumes], round(elapsed, 3)))
     logger.info("segmented %d of %d structures in %.1f s", len(structures), len(all_structures), elapsed)
     return result
+
+
+def _out_of_memory_message(device: torch.device, batch_size: int) -> str:
+    """One line with the way out: the CPU always works, a smaller batch sometimes does."""
+    smaller = " or a smaller --batch-size" if batch_size > 1 else ""
+    return (
+        f"the GPU ({device}) ran out of memory during inference; run on the CPU instead (--device cpu; in "
+        f"Slicer choose the CPU as device){smaller}, or close other programs that use the GPU"
+    )
 
 
 def _warn_if_wrong_modality(
