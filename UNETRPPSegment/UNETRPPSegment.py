@@ -612,7 +612,8 @@ class UNETRPPSegmentLogic(ScriptedLoadableModuleLogic):
 
     def __init__(self):
         ScriptedLoadableModuleLogic.__init__(self)
-        self.segmentation = SegmentationLogic()
+        # A script's blocking process(waitForCompletion=True) keeps Slicer's window responsive.
+        self.segmentation = SegmentationLogic(keep_alive=slicer.app.processEvents)
 
     def getParameterNode(self):
         return UNETRPPSegmentParameterNode(super().getParameterNode())

@@ -271,12 +271,18 @@ class SegmentationJob:
             self.poll()
 
     def wait(self, timeout_seconds: float | None = None, interval_seconds: float = 0.05) -> SegmentationJob:
-        """Block until the job ended; raises :class:`SegmentationError` when it failed."""
+        """Block until the job ended; raises :class:`SegmentationError` when it failed.
+
+        Between polls it calls the logic's ``keep_alive`` (in Slicer: ``slicer.app.processEvents``), so a
+        script that blocks does not freeze the application's window.
+        """
         deadline = None if timeout_seconds is None else time.monotonic() + timeout_seconds
         while self.poll():
             if deadline is not None and time.monotonic() > deadline:
                 self.cancel()
                 raise SegmentationError(f"segmentation did not finish within {timeout_seconds} s")
+            if self.logic.keep_alive is not None:
+                self.logic.keep_alive()
             time.sleep(interval_seconds)
         if self.status is JobStatus.FAILED:
             raise SegmentationError(self.error_message)
@@ -300,6 +306,7 @@ class SegmentationLogic:
         python_executable: interpreter of the child; inside Slicer ``sys.executable`` is PythonSlicer.
         temp_root: folder for the per-run temporary folders (Slicer's temporary path by default).
         base_environment: environment the child's is derived from (Slicer's startup one by default).
+        keep_alive: called while a blocking :meth:`SegmentationJob.wait` waits (keeps a GUI responsive).
     """
 
     def __init__(
@@ -308,7 +315,9 @@ class SegmentationLogic:
         python_executable: str | Path | None = None,
         temp_root: str | Path | None = None,
         base_environment: Mapping[str, str] | None = None,
+        keep_alive: Callable[[], object] | None = None,
     ) -> None:
+        self.keep_alive = keep_alive
         self.python_executable = str(python_executable or sys.executable)
         self.temp_root = Path(temp_root) if temp_root is not None else _slicer_temp_dir()
         self.base_environment = dict(base_environment) if base_environment is not None else None
