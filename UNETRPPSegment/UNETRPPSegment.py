@@ -111,6 +111,7 @@ class UNETRPPSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._coreRunner = None
         self._timer = None
         self._dependencies = dependencies.DependencyGate()
+        self._sceneGeneration = 0
 
     # ---- set-up ------------------------------------------------------------------------------------
     def setup(self):
@@ -120,6 +121,7 @@ class UNETRPPSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui = slicer.util.childWidgetVariables(uiWidget)
         uiWidget.setMRMLScene(slicer.mrmlScene)
         self.ui.progressBar.hide()
+        self.ui.logTextEdit.maximumBlockCount = 2000  # a long run's log must not grow without bound
         # slicer.app.majorVersion/minorVersion: Q_PROPERTYs of qSlicerCoreApplication
         # (Base/QTCore/qSlicerCoreApplication.h, Slicer v5.6.2 and v5.12.3).
         unsupported = compatibility.unsupported_reason((slicer.app.majorVersion, slicer.app.minorVersion))
@@ -180,6 +182,10 @@ class UNETRPPSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onSceneStartClose(self, caller, event):
         if self._job is not None:
             self._job.cancel()
+        self._job = None
+        self._sceneGeneration += 1  # a weights download still running must not segment the next scene
+        self.ui.reviewTable.setRowCount(0)
+        self.ui.show3DButton.enabled = False
         self.setParameterNode(None)
 
     def onSceneEndClose(self, caller, event):
@@ -440,16 +446,22 @@ class UNETRPPSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         sizeText = f" (about {size / 1e6:.0f} MB)" if size else ""
         if not slicer.util.confirmOkCancelDisplay(
             f"The weights of '{card.title}' are not installed yet. Download them now{sizeText}?\n\n"
+            f"Licence: {card.licence or 'not stated by the authors'}\n\n"
             "They are checked after download and kept for later use. Without internet, use "
             "'Import weights file...' instead.",
             windowTitle="UNETR++ Segment",
         ):
             return
-        self._runCore(
-            ["download", card.name, "--progress", "json"],
-            "Downloading weights",
-            lambda: self._startSegmentation(forceModality),
-        )
+        generation = self._sceneGeneration
+
+        def segmentIfSameScene():
+            if generation != self._sceneGeneration:  # the scene was closed meanwhile: keep the weights only
+                self.ui.statusLabel.text = "Weights installed. Select the input again and click Segment."
+                return
+            self._startSegmentation(forceModality)
+
+        download = ["download", card.name, "--progress", "json"]
+        self._runCore(download, "Downloading weights", segmentIfSameScene)
 
     def onImportWeights(self):
         card = self._currentCard()
@@ -533,6 +545,7 @@ class UNETRPPSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             table.setItem(row, 3, qt.QTableWidgetItem(", ".join(summary.flags)))
         table.resizeColumnsToContents()
         self.ui.show3DButton.enabled = True
+        self.ui.show3DButton.text = "Show 3D"
 
     def onReviewCellClicked(self, row, _column):
         job = self._job
@@ -554,11 +567,19 @@ class UNETRPPSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             slicer.modules.markups.logic().JumpSlicesToLocation(*worldPoint, True)
 
     def onShow3D(self):
+        """Show the result in 3D, or hide it again (the surfaces cost memory on a large result)."""
         job = self._job
         if job is None or job.segmentation_node is None:
             return
+        node = job.segmentation_node
+        closedSurface = slicer.vtkSegmentationConverter.GetSegmentationClosedSurfaceRepresentationName()
+        if node.GetSegmentation().ContainsRepresentation(closedSurface):
+            node.RemoveClosedSurfaceRepresentation()
+            self.ui.show3DButton.text = "Show 3D"
+            return
         with slicer.util.tryWithErrorDisplay("Failed to build 3D surfaces.", waitCursor=True):
-            job.segmentation_node.CreateClosedSurfaceRepresentation()
+            node.CreateClosedSurfaceRepresentation()
+            self.ui.show3DButton.text = "Hide 3D"
             layoutManager = slicer.app.layoutManager()
             if layoutManager is not None and layoutManager.threeDViewCount > 0:
                 layoutManager.threeDWidget(0).threeDView().resetFocalPoint()
