@@ -141,6 +141,7 @@ class UNETRPPSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.segmentButton.clicked.connect(self.onSegmentButton)
         self.ui.importWeightsButton.clicked.connect(self.onImportWeights)
         self.ui.show3DButton.clicked.connect(self.onShow3D)
+        self.ui.openEditorButton.clicked.connect(self.onOpenSegmentEditor)
         self.ui.reviewTable.cellClicked.connect(self.onReviewCellClicked)
         for index in range(1, 5):
             selector = getattr(self.ui, f"inputVolumeSelector{index}")
@@ -186,6 +187,7 @@ class UNETRPPSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._sceneGeneration += 1  # a weights download still running must not segment the next scene
         self.ui.reviewTable.setRowCount(0)
         self.ui.show3DButton.enabled = False
+        self.ui.openEditorButton.enabled = False
         self.setParameterNode(None)
 
     def onSceneEndClose(self, caller, event):
@@ -373,6 +375,7 @@ class UNETRPPSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.logTextEdit.clear()
         self.ui.reviewTable.setRowCount(0)
         self.ui.show3DButton.enabled = False
+        self.ui.openEditorButton.enabled = False
         self._showProgress(Progress("starting", 0.0, "Starting"))
         self._job = self.logic.segmentation.start(
             request,
@@ -546,20 +549,35 @@ class UNETRPPSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         table.resizeColumnsToContents()
         self.ui.show3DButton.enabled = True
         self.ui.show3DButton.text = "Show 3D"
+        self.ui.openEditorButton.enabled = True
+
+    def _selectInSegmentEditor(self, job, segmentId=None):
+        """The result and its input volume selected in the Segment Editor, ready for editing."""
+        editor = slicer.modules.segmenteditor.widgetRepresentation().self().editor
+        editor.setSegmentationNode(job.segmentation_node)
+        sourceVolume = job.request.input_volumes[0]
+        if hasattr(editor, "setSourceVolumeNode"):  # Slicer >= 5.3; "master" before
+            editor.setSourceVolumeNode(sourceVolume)
+        else:
+            editor.setMasterVolumeNode(sourceVolume)
+        if segmentId:
+            editor.setCurrentSegmentID(segmentId)
+
+    def onOpenSegmentEditor(self):
+        job = self._job
+        if job is None or job.segmentation_node is None:
+            return
+        selected = self.ui.reviewTable.currentRow()
+        segmentId = self.ui.reviewTable.item(selected, 0).data(qt.Qt.UserRole) if selected >= 0 else None
+        slicer.util.selectModule("SegmentEditor")
+        self._selectInSegmentEditor(job, segmentId)
 
     def onReviewCellClicked(self, row, _column):
         job = self._job
         if job is None or job.segmentation_node is None:
             return
         segmentId = self.ui.reviewTable.item(row, 0).data(qt.Qt.UserRole)
-        editor = slicer.modules.segmenteditor.widgetRepresentation().self().editor
-        editor.setSegmentationNode(job.segmentation_node)
-        sourceVolume = job.request.input_volumes[0]
-        if hasattr(editor, "setSourceVolumeNode"):
-            editor.setSourceVolumeNode(sourceVolume)
-        else:
-            editor.setMasterVolumeNode(sourceVolume)
-        editor.setCurrentSegmentID(segmentId)
+        self._selectInSegmentEditor(job, segmentId)
         summary = job.review[row]
         if summary.centroid_ras is not None:
             worldPoint = [0.0, 0.0, 0.0]

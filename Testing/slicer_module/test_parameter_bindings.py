@@ -76,3 +76,21 @@ def test_every_slider_parameter_is_bounded_like_its_slider():
         type_name, low, high = bounded
         assert type_name == "float"
         assert (low, high) == (numbers["minimum"], numbers["maximum"]), f"{name}: bounds differ from the .ui"
+
+
+def test_every_widget_the_module_uses_is_in_the_ui_file():
+    """``self.ui.<name>`` comes from ``slicer.util.childWidgetVariables``: a name missing from the .ui is
+    an AttributeError only when that line runs inside Slicer."""
+    tree = ast.parse((MODULE_DIR / "UNETRPPSegment.py").read_text(encoding="utf-8"))
+    used = {
+        node.attr
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Attribute)
+        and isinstance(node.value, ast.Attribute)
+        and node.value.attr == "ui"
+        and isinstance(node.value.value, ast.Name)
+        and node.value.value.id == "self"
+    }
+    names = {widget.get("name") for widget in ElementTree.parse(UI_FILE).getroot().iter("widget")}
+    assert "openEditorButton" in used
+    assert used <= names, f"not in {UI_FILE.name}: {sorted(used - names)}"
