@@ -4,6 +4,7 @@ give a ``.seg.nrrd`` that the real Slicer core loads with the expected names and
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -255,6 +256,28 @@ BAD_CASES = [
 ]
 
 
+# Why each case is refused: the error type and fragments of the message that name the problem (and the
+# file), so that a case refused for an unrelated reason, before inference, does not pass.
+REFUSALS = {
+    "corrupt-file": ("InputImageError", ["cannot read", "corrupt.nii.gz", "damaged"]),
+    "missing-file": ("InputImageError", ["not found", "missing.nii.gz"]),
+    "2d-image": ("InputImageError", ["flat.nrrd is a 2D image", "3D volume is needed"]),
+    "4d-image": ("InputImageError", ["four_d.nii.gz is 4D", "single 3D volume"]),
+    "two-inputs-for-one": ("InputImageError", ["needs 1 input (CT), got 2"]),
+    "nan-voxels": ("InputImageError", ["nan.nrrd has 1 NaN or infinite voxels"]),
+    "zero-spacing": ("InputImageError", ["zero_spacing.nhdr has zero or invalid voxel spacing"]),
+    "absurd-spacing": ("InputImageError", ["absurd.nrrd has voxel spacing (1.2, 1.3, 900)", "and 50 mm"]),
+    "empty-volume": ("InputImageError", ["empty.nrrd is empty", "the value 0"]),
+    "existing-output": ("OutputExistsError", ["existing.seg.nrrd already exists", "--overwrite"]),
+    "unwritable-folder": ("UnetrppError", ["a_file is a file, not a folder"]),
+    "labelmap-exists": ("OutputExistsError", ["existing.seg.nrrd already exists", "--overwrite"]),
+}
+
+
+def test_every_bad_case_has_its_refusal():
+    assert set(REFUSALS) == set(BAD_CASES)
+
+
 @pytest.mark.parametrize("case", BAD_CASES, ids=BAD_CASES)
 def test_bad_input_exits_2_with_one_line_an_error_event_and_no_file_left(model_file, tmp_path, capsys, case):
     paths = _bad_inputs(tmp_path)[case]
@@ -267,26 +290,40 @@ def test_bad_input_exits_2_with_one_line_an_error_event_and_no_file_left(model_f
     events = _json_lines(captured.out)
     assert events[-1]["event"] == "error"
     assert events[-1]["message"] in error_lines[0]
-    assert events[-1]["error_type"] in {"InputImageError", "OutputExistsError", "UnetrppError"}
+    error_type, fragments = REFUSALS[case]
+    assert events[-1]["error_type"] == error_type
+    for fragment in fragments:
+        assert fragment in events[-1]["message"], (fragment, events[-1]["message"])
     assert not [e for e in events if e["event"] == "progress"]  # refused before any inference
     after = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*")}
     assert after == before  # nothing written, nothing half-written, nothing changed
 
 
-def test_read_only_output_folder_is_refused(model_file, tmp_path, capsys):
-    if os.geteuid() == 0:
-        pytest.skip("root writes into read-only folders; the file-as-folder case covers the refusal")
-    good = _write(_synthetic_ct(), tmp_path / "good.nrrd")
+@contextlib.contextmanager
+def _folder_no_file_can_be_created_in(tmp_path: Path):
+    """A read-only folder for anyone: mode 0o500 stops a normal user; root, whom permission bits do not
+    stop, cannot create a file in sysfs either (it has no file creation), so root gets /sys."""
+    if os.name == "posix" and os.geteuid() == 0:
+        assert Path("/sys").is_dir(), "root without /sys: no folder here is read-only for root"
+        yield Path("/sys")
+        return
     locked = tmp_path / "locked"
     locked.mkdir()
     locked.chmod(0o500)
     try:
-        argv = ["segment", str(good), str(locked / "out.seg.nrrd"), "--model", str(model_file)]
-        assert main(argv) == 2
-        assert "cannot write to folder" in capsys.readouterr().err
-        assert list(locked.iterdir()) == []
+        yield locked
     finally:
         locked.chmod(0o700)
+
+
+def test_read_only_output_folder_is_refused(model_file, tmp_path, capsys):
+    good = _write(_synthetic_ct(), tmp_path / "good.nrrd")
+    with _folder_no_file_can_be_created_in(tmp_path) as locked:
+        before = sorted(locked.iterdir())
+        argv = ["segment", str(good), str(locked / "out.seg.nrrd"), "--model", str(model_file)]
+        assert main(argv) == 2
+        assert f"cannot write to folder {locked}" in capsys.readouterr().err
+        assert sorted(locked.iterdir()) == before
 
 
 def test_bad_input_in_a_real_process_prints_one_line_on_stderr(model_file, tmp_path):
