@@ -5,8 +5,11 @@ from __future__ import annotations
 import io
 import json
 import os
+import queue
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -15,6 +18,7 @@ from unetrpp.cli import main
 from unetrpp.cli.terminal import TerminalProgress
 from unetrpp.events import ProgressEvent, StageEvent
 from unetrpp.models import store
+from unetrpp.models.locking import exclusive_lock
 from unetrpp.network import build_network
 
 
@@ -139,15 +143,56 @@ def test_download_of_installed_model_reports_json_result_and_nothing_else(offici
     code = (
         "from unetrpp.cli import main\nraise SystemExit(main(['download', 'synapse', '--progress', 'json']))"
     )
+    began = time.monotonic()
     result = _run_python(code, home)
+    wall = time.monotonic() - began
     assert result.returncode == 0, result.stderr
     events = [json.loads(line) for line in result.stdout.splitlines()]
+    elapsed = events[-1].pop("elapsed_seconds")
     assert events[-1] == {
         "event": "result",
         "output": str(home / "models" / "synapse" / "model_final_checkpoint.model"),
         "structures": [],
-        "elapsed_seconds": 0.0,
     }
+    # A measurement, not a placeholder: within the child's own lifetime (nothing to fetch here).
+    assert isinstance(elapsed, float) and 0.0 <= elapsed <= wall
+
+
+def test_download_reports_the_time_it_waited_for_another_process(official_checkpoint, home):
+    # This process holds the model folder's lock (as a concurrent download would); the command says it
+    # waits, and its elapsed_seconds must cover the time the lock was held after that.
+    store.import_weights(official_checkpoint, "synapse")
+    command = [sys.executable, "-m", "unetrpp", "download", "synapse", "--progress", "json"]
+    environment = {**os.environ, "UNETRPP_HOME": str(home)}
+    lines: queue.Queue[str] = queue.Queue()
+    with exclusive_lock(home / "models" / "synapse" / ".lock"):
+        child = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment
+        )
+        reader = threading.Thread(target=lambda: [lines.put(line) for line in child.stdout], daemon=True)
+        reader.start()
+        try:
+            waiting = json.loads(lines.get(timeout=120))
+        except queue.Empty:
+            child.kill()
+            raise AssertionError("the command never said it was waiting for the lock") from None
+        held_from = time.monotonic()
+        time.sleep(1.0)
+        held = time.monotonic() - held_from
+    try:
+        child.wait(timeout=120)
+    finally:
+        child.kill()
+    reader.join(timeout=30)
+    assert child.returncode == 0, child.stderr.read()
+    child.stderr.close()
+    assert waiting == {
+        "event": "stage",
+        "stage": "download",
+        "message": "Waiting for another process that is downloading synapse",
+    }
+    result = json.loads(list(lines.queue)[-1])
+    assert result["event"] == "result" and result["elapsed_seconds"] >= held
 
 
 def test_download_of_unknown_model_fails_cleanly(capsys):

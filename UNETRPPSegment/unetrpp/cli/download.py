@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 
 from unetrpp.cli.terminal import TerminalProgress, positive_float
 from unetrpp.events import EventCallback, JsonLinesEmitter, ResultEvent
@@ -43,13 +44,17 @@ def run(args: argparse.Namespace) -> int:
 
     bar = TerminalProgress(unit="B") if args.progress == "bar" else None
     on_event: EventCallback | None = JsonLinesEmitter(sys.stdout) if args.progress == "json" else bar
+    started = time.perf_counter()
     try:
         path = store.download(args.name, on_event=on_event, timeout=args.timeout, force=args.force)
     finally:
         if bar is not None:
             bar.close()
+    # Seconds this command spent getting the weights in place (waiting for another process's download
+    # included); near zero when they were installed already.
+    elapsed = round(time.perf_counter() - started, 3)
     if args.progress == "json":
-        JsonLinesEmitter(sys.stdout)(ResultEvent(output=str(path)))
+        JsonLinesEmitter(sys.stdout)(ResultEvent(output=str(path), elapsed_seconds=elapsed))
     else:
         print(path)
     return 0
