@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+from unetrpp.models.registry import find_card
 from vendored_data import REPO_ROOT
 
 SCRIPT = REPO_ROOT / "benchmarks" / "bench_segment.py"
@@ -45,10 +46,23 @@ def test_quick_benchmark_writes_tables_and_json_for_every_configuration(tmp_path
         agreement = report["agreement"][config]
         assert 0.0 <= agreement["agreement"] <= 1.0
         assert all(0.0 <= d <= 1.0 for d in agreement["dice"].values())
-        trained = report["trained"]["configs"][config]
-        assert 0.0 <= trained["min_agreement"] <= 1.0
-        assert set(trained["min_dice"]) and all(0.0 <= d <= 1.0 for d in trained["min_dice"].values())
-    assert report["trained"]["configs"]["reference"]["truth_dice_mean"] > 0.5  # the demo model segments
+    # With trained weights (the demo model on a held-out phantom) each configuration must agree with the
+    # reference way. Floors well under what RESULTS.md measures, but far above a broken path:
+    # default / fp32 agree on >= 99.982% of voxels with Dice >= 0.9954 per structure (full run; the quick
+    # run measured 99.996% and 0.998); fast (overlap 0.25) trades accuracy, 99.618% and Dice >= 0.80.
+    floors = {"default": (0.999, 0.99), "fp32": (0.999, 0.99), "fast": (0.99, 0.7)}
+    demo_structures = {name for _, name in find_card("demo").labels}
+    trained = report["trained"]["configs"]
+    for config, (agreement_floor, dice_floor) in floors.items():
+        assert trained[config]["min_agreement"] > agreement_floor, (config, trained[config])
+        assert set(trained[config]["min_dice"]) == demo_structures, config
+        assert min(trained[config]["min_dice"].values()) > dice_floor, (config, trained[config])
+    # Against the phantom's truth: the demo model segments (README: mean Dice 0.933; test_cli_demo
+    # needs >= 0.85), and the default way loses nothing against the reference way.
+    assert trained["reference"]["truth_dice_mean"] > 0.85
+    assert trained["default"]["truth_dice_mean"] == pytest.approx(
+        trained["reference"]["truth_dice_mean"], abs=0.01
+    )
 
     text = results_md.read_text()
     assert text.startswith("# Hand-written notes\n\nkept across runs\n")
