@@ -208,4 +208,4 @@ def test_code_rejects_separator_characters():
 
 def test_terminology_module_imports_no_torch():
     code = "import sys, unetrpp.labels.terminology; assert 'torch' not in sys.modules, 'torch imported'"
-    subprocess.run([sys.executable, "-c", code], check=True)
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

@@ -40,7 +40,7 @@ def test_importing_the_models_package_needs_no_torch() -> None:
         "assert 'torch' not in sys.modules, 'torch imported'; "
         "assert callable(unetrpp.models.load_model)"
     )
-    subprocess.run([sys.executable, "-c", code], check=True)
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 
 
 @pytest.mark.parametrize("as_type", [str, Path], ids=["str", "Path"])

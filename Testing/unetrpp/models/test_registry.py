@@ -150,5 +150,7 @@ def test_names_are_case_insensitive():
 
 def test_registry_imports_no_torch():
     code = "import sys, unetrpp.models.registry as r; r.list_cards(); print('torch' in sys.modules)"
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
     assert result.stdout.strip() == "False"
