@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -346,10 +347,17 @@ def test_interrupt_during_inference_exits_130_and_leaves_no_file(model_file, tmp
     command += ["--model", str(model_file), "--progress", "json", "--device", "cpu", "--tta"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        for line in process.stdout:
-            if json.loads(line)["event"] == "progress":
-                process.send_signal(signal.SIGINT)
-                break
+        # Read until the first progress line, on a thread: a child that hangs before it fails the test.
+        def interrupt_at_first_progress():
+            for line in process.stdout:
+                if json.loads(line)["event"] == "progress":
+                    process.send_signal(signal.SIGINT)
+                    return
+
+        reader = threading.Thread(target=interrupt_at_first_progress, daemon=True)
+        reader.start()
+        reader.join(timeout=120)
+        assert not reader.is_alive(), "no progress line within 120 s"
         remaining, errors = process.communicate(timeout=120)
     finally:
         process.kill()

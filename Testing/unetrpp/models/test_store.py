@@ -177,12 +177,14 @@ def test_concurrent_downloads_of_one_model_give_one_intact_file(server, official
         except BaseException as error:  # reported by the main thread
             errors.append(error)
 
-    threads = [threading.Thread(target=worker) for _ in range(3)]
+    # Daemon threads: one that hangs fails the test below and cannot keep the test process alive.
+    threads = [threading.Thread(target=worker, daemon=True) for _ in range(3)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(timeout=60)
 
+    assert not any(thread.is_alive() for thread in threads), "a download did not finish within 60 s"
     assert not errors
     assert len(set(results)) == 1 and len(results) == 3
     assert results[0].read_bytes() == data
@@ -371,7 +373,11 @@ def test_lock_of_a_killed_process_is_released_at_once(tmp_path):
     )
     holder = subprocess.Popen([sys.executable, "-c", code, str(lock)], stdout=subprocess.PIPE, text=True)
     try:
-        assert holder.stdout.readline().strip() == "locked"
+        first_line: list[str] = []
+        reader = threading.Thread(target=lambda: first_line.append(holder.stdout.readline()), daemon=True)
+        reader.start()
+        reader.join(timeout=120)  # a holder that hangs before printing fails the test, never stalls it
+        assert first_line and first_line[0].strip() == "locked", "the lock holder never reported"
         with pytest.raises(TimeoutError, match="still locked"), exclusive_lock(lock, timeout_seconds=0.3):
             pass
     finally:
