@@ -245,8 +245,10 @@ def test_cuda_fp16_matches_cpu_fp32(network):
         pytest.skip("needs a CUDA device")
     array = _volume((24, 48, 40), seed=5)
     exact = predict_sliding_window(network, array, EXACT)
-    gpu = predict_sliding_window(network, array, SlidingWindowConfig(precision="fp16"), device="cuda")
-    network.cpu()
+    try:
+        gpu = predict_sliding_window(network, array, SlidingWindowConfig(precision="fp16"), device="cuda")
+    finally:
+        network.cpu()  # the module's shared network moves in place: back to the CPU even on failure
     assert gpu.device.type == "cpu"
     assert (gpu.argmax(0) == exact.argmax(0)).float().mean().item() > 0.99
 
