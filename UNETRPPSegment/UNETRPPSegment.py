@@ -25,7 +25,7 @@ from slicer.ScriptedLoadableModule import (
 )
 from slicer.util import VTKObservationMixin
 from unetrpp.events import WarningEvent
-from UNETRPPSegmentLib import compatibility, dependencies
+from UNETRPPSegmentLib import compatibility, dependencies, terminology
 from UNETRPPSegmentLib.logic import (
     Device,
     JobStatus,
@@ -70,6 +70,12 @@ class UNETRPPSegment(ScriptedLoadableModule):
             "UNETR++: Shaker et al., 'UNETR++: Delving into Efficient and Accurate 3D Medical Image "
             "Segmentation', IEEE TMI 2024. Model weights are the authors'; see each model's licence."
         )
+        # The segments name this module's own terminology context; load its .term.json once all
+        # modules (Terminologies included) are set up. Signal: qSlicerApplication::startupCompleted()
+        # (Base/QTGUI/qSlicerApplication.h, Slicer v5.12.3); loader: vtkSlicerTerminologiesModuleLogic::
+        # LoadTerminologyFromFile (Modules/Loadable/Terminologies/Logic/
+        # vtkSlicerTerminologiesModuleLogic.h, v5.12.3). The loader logs instead of raising.
+        slicer.app.startupCompleted.connect(lambda: terminology.load_terminology())
 
 
 #

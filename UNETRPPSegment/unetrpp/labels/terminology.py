@@ -33,6 +33,7 @@ __all__ = [
     "GENERAL_ANATOMY_CONTEXT",
     "DICOM_MASTER_CONTEXT",
     "TOTAL_SEGMENTATOR_CONTEXT",
+    "UNETRPP_CONTEXT",
     "ANATOMIC_CONTEXT",
     "Code",
     "Structure",
@@ -54,6 +55,16 @@ GENERAL_ANATOMY_CONTEXT = "Segmentation category and type - 3D Slicer General An
 DICOM_MASTER_CONTEXT = "Segmentation category and type - DICOM master list"
 TOTAL_SEGMENTATOR_CONTEXT = "Segmentation category and type - Total Segmentator"
 ANATOMIC_CONTEXT = "Anatomic codes - DICOM master list"
+# This extension's own context: UNETRPPSegment/Resources/Terminology/
+# SegmentationCategoryTypeModifier-UNETRPP.term.json holds every category, type and modifier of the table
+# with the same codes, meanings and colours, and the module loads it at Slicer's startup
+# (UNETRPPSegmentLib/terminology.py). Every coded structure names this context, not only the three
+# (inferior vena cava, portal and splenic vein, myocardium) that none of Slicer's default lists has:
+# one context then resolves every segment with this extension alone, and where it is not loaded (a file
+# opened in a Slicer without this extension) Slicer's lookup falls back by code to every loaded context
+# (vtkSlicerTerminologiesModuleLogic::UpdateEntryFromLoadedTerminologies), so the organs still resolve
+# in the General Anatomy list there. The table's `list` column stays as the provenance of the codes.
+UNETRPP_CONTEXT = "Segmentation category and type - UNETR++"
 
 _LIST_CONTEXTS = {
     "slicer-general-anatomy": GENERAL_ANATOMY_CONTEXT,
@@ -212,7 +223,7 @@ def terminology_entry(structure: Structure) -> TerminologyEntry:
 def terminology_entry_string(structure: Structure) -> str:
     """The string Slicer stores as ``TerminologyEntry:<string>`` in the segment's tags.
 
-    Example: ``"Segmentation category and type - 3D Slicer General Anatomy list~SCT^123037004^Anatomical
+    Example: ``"Segmentation category and type - UNETR++~SCT^123037004^Anatomical
     Structure~SCT^64033007^Kidney~SCT^24028007^Right~Anatomic codes - DICOM master list~^^~^^"``.
     """
     return terminology_entry(structure).to_string()
@@ -256,10 +267,20 @@ def _table() -> dict[str, tuple[Structure, ...]]:
             type=Code.parse(row["type"]),
             modifier=Code.parse(row["modifier"]),
             region=Code.parse(row["region"]),
-            context=_LIST_CONTEXTS[row["list"]],
+            context=_source_context(row["list"]),
         )
         sets.setdefault(row["label_set"], []).append(structure)
     return {name: tuple(sorted(items, key=lambda s: s.label_value)) for name, items in sets.items()}
+
+
+def _source_context(source_list: str) -> str:
+    """The context a table row's segments name: always :data:`UNETRPP_CONTEXT` (see there).
+
+    The row's ``list`` (the Slicer list its codes were copied from) must still be a known one.
+    """
+    if source_list not in _LIST_CONTEXTS:
+        raise ValueError(f"structures.tsv names an unknown source list {source_list!r}")
+    return UNETRPP_CONTEXT
 
 
 def label_sets() -> tuple[str, ...]:
