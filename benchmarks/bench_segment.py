@@ -126,16 +126,16 @@ def make_ct_volume(size: BenchSize, seed: int = SEED) -> np.ndarray:
 
 
 def write_ct_image(path: Path, size: BenchSize) -> np.ndarray:
-    """Write the synthetic CT as an uncompressed NRRD in RAS orientation; return its body mask."""
+    """Write the synthetic CT as an uncompressed NRRD in LAS orientation; return its dense voxels."""
     import SimpleITK as sitk
 
     volume = make_ct_volume(size)
     image = sitk.GetImageFromArray(volume)
     image.SetSpacing(tuple(reversed(size.spacing_zyx)))
     image.SetOrigin((200.0, 180.0, -300.0))
-    # RAS storage (i towards right, j towards anterior): the synapse card's orientation, so that both
+    # LAS storage (i towards the left, j towards anterior): the synapse card's orientation, so that both
     # pipelines hand the network the same array (the reference ignores orientation, as nnU-Net v1).
-    image.SetDirection((-1.0, 0.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0, 1.0))
+    image.SetDirection((1.0, 0.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0, 1.0))
     sitk.WriteImage(image, str(path), useCompression=False)
     return volume > -500
 

@@ -89,7 +89,7 @@ def test_show_prints_the_whole_card(capsys):
         "10 portal vein and splenic vein",
         "clip [-958, 326], mean 82.95177, sd 136.94818",
         "3 x 0.75781244 x 0.75781244 mm",
-        "RAS",
+        "Orientation: LAS",
         "87.22",
         "IEEE Transactions on Medical Imaging",
         "drive.google.com/file/d/13JuLMeDQRR_a3c3tr2V2oav6I29fJoBa",

@@ -37,13 +37,13 @@ def _assert_same_grid(a: sitk.Image, b: sitk.Image) -> None:
     assert a.GetDirection() == b.GetDirection()
 
 
-@pytest.mark.parametrize("target", ["RAS", "LPS", "PIR"], ids=lambda t: t)
+@pytest.mark.parametrize("target", ["RAS", "LPS", "PIR", "native"], ids=lambda t: t)
 @pytest.mark.parametrize("name", list(GEOMETRIES), ids=list(GEOMETRIES))
 def test_reorient_then_restore_is_the_identity(name, target):
     direction, spacing = GEOMETRIES[name]
     image = _image(direction, spacing)
     reoriented = reorient(image, target)
-    assert orientation_code(reoriented) == target
+    assert orientation_code(reoriented) == (orientation_code(image) if target == "native" else target)
     # a permutation/flip: the same voxel values, the same number of voxels, no interpolation
     assert sorted(sitk.GetArrayFromImage(reoriented).ravel()) == sorted(sitk.GetArrayFromImage(image).ravel())
     restored = restore_orientation(reoriented, image)
@@ -51,8 +51,9 @@ def test_reorient_then_restore_is_the_identity(name, target):
     np.testing.assert_array_equal(sitk.GetArrayFromImage(restored), sitk.GetArrayFromImage(image))
 
 
+@pytest.mark.parametrize("target", ["RAS", "native"], ids=lambda t: t)
 @pytest.mark.parametrize("name", list(GEOMETRIES), ids=list(GEOMETRIES))
-def test_labelled_cube_lands_on_the_same_physical_points(name):
+def test_labelled_cube_lands_on_the_same_physical_points(name, target):
     direction, spacing = GEOMETRIES[name]
     image = _image(direction, spacing)
     cube = np.zeros((7, 9, 11), dtype=np.uint8)
@@ -60,7 +61,7 @@ def test_labelled_cube_lands_on_the_same_physical_points(name):
     label_map = sitk.GetImageFromArray(cube)
     label_map.CopyInformation(image)
 
-    reoriented = reorient(label_map, "RAS")
+    reoriented = reorient(label_map, target)
     original_points = _labelled_points(label_map)
     reoriented_points = _labelled_points(reoriented)
     np.testing.assert_allclose(
@@ -106,7 +107,17 @@ def test_restore_refuses_a_label_map_on_another_grid():
         restore_orientation(rotated, image)
 
 
-@pytest.mark.parametrize("code", ["RAX", "RRS", "RA", "left"], ids=lambda c: c)
+def test_native_keeps_the_stored_voxel_order_of_an_oblique_stack():
+    """The slice axis of an oblique short-axis stack (thick k) stays the array's first axis."""
+    direction, spacing = GEOMETRIES["oblique"]
+    image = _image(direction, (1.5, 1.5, 10.0))
+    for code in ("native", "NATIVE", " Native "):
+        kept = reorient(image, code)
+        _assert_same_grid(kept, image)
+        np.testing.assert_array_equal(sitk.GetArrayFromImage(kept), sitk.GetArrayFromImage(image))
+
+
+@pytest.mark.parametrize("code", ["RAX", "RRS", "RA", "left", "nativ", "as-stored"], ids=lambda c: c)
 def test_invalid_orientation_code(code):
     with pytest.raises(UnetrppError, match="is not a 3-letter code"):
         reorient(_image(*GEOMETRIES["axial-LPS"]), code)

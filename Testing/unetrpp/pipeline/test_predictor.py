@@ -64,9 +64,9 @@ def _card(plans: Plans, label_set="synapse", labels=LABELS) -> ModelCard:
     )
 
 
-def _band_model(image: sitk.Image, transpose=(0, 1, 2)) -> LoadedModel:
+def _band_model(image: sitk.Image, transpose=(0, 1, 2), orientation="RAS") -> LoadedModel:
     """A stub model whose target spacing is the image's own after reorientation: no resampling."""
-    oriented = sitk.DICOMOrient(image, "RAS")
+    oriented = image if orientation == "native" else sitk.DICOMOrient(image, orientation)
     spacing_zyx = tuple(reversed(oriented.GetSpacing()))
     plans = _plans(tuple(spacing_zyx[a] for a in transpose), transpose=transpose)
     return LoadedModel(IntensityBandNetwork(BANDS, plans.patch_size_zyx), _card(plans), plans)
@@ -112,13 +112,47 @@ def _assert_same_grid(label_map: sitk.Image, image: sitk.Image) -> None:
     assert label_map.GetDirection() == image.GetDirection()
 
 
+@pytest.mark.parametrize("orientation", ["RAS", "native"], ids=lambda o: o)
 @pytest.mark.parametrize("name", list(GEOMETRIES), ids=list(GEOMETRIES))
-def test_labelled_cubes_land_on_the_same_voxels_for_every_input_orientation(name):
+def test_labelled_cubes_land_on_the_same_voxels_for_every_input_orientation(name, orientation):
     direction, spacing = GEOMETRIES[name]
     image, expected = _phantom(direction, spacing)
-    result = segment(image, _band_model(image), options=SegmentOptions(device="cpu"))
+    options = SegmentOptions(device="cpu", orientation=orientation)
+    result = segment(image, _band_model(image, orientation=orientation), options=options)
     _assert_same_grid(result.label_map, image)
     np.testing.assert_array_equal(sitk.GetArrayFromImage(result.label_map), expected)
+
+
+def test_a_native_card_feeds_the_stored_voxel_order_of_an_oblique_short_axis_stack(monkeypatch):
+    """ACDC-like: a 10 mm oblique stack whose closest code is not RAS. Under a native card the network's
+    input is the stored array (slices along z); under RAS the 10 mm axis moves (here to x)."""
+    import importlib
+
+    # the package exports the function under the module's name
+    preprocess_module = importlib.import_module("unetrpp.pipeline.preprocess")
+    direction = _rotation(1, 80.0) @ _rotation(0, 20.0)  # the slice axis k runs nearly left-right
+    image, expected = _phantom(direction, (1.5, 1.5, 10.0), size_xyz=(30, 26, 6))
+    seen = []
+    original = preprocess_module.preprocess
+
+    def recording(images, plans):
+        seen.append(images[0])
+        return original(images, plans)
+
+    monkeypatch.setattr(preprocess_module, "preprocess", recording)
+    for card_orientation, thick_axis in (("native", 0), ("RAS", 2)):
+        band = _band_model(image, orientation=card_orientation)
+        card = dataclasses.replace(band.card, orientation=card_orientation)
+        model = LoadedModel(band.network, card, band.plans)
+        seen.clear()
+        result = segment(image, model, options=SegmentOptions(device="cpu"))
+        _assert_same_grid(result.label_map, image)
+        np.testing.assert_array_equal(sitk.GetArrayFromImage(result.label_map), expected)
+        fed = seen[0]
+        assert int(np.argmax(tuple(reversed(fed.GetSpacing())))) == thick_axis  # array axis of the 10 mm
+        if card_orientation == "native":
+            np.testing.assert_array_equal(sitk.GetArrayFromImage(fed), sitk.GetArrayFromImage(image))
+            assert fed.GetDirection() == image.GetDirection()
 
 
 def test_transposed_plans_and_lps_model_orientation_also_round_trip():
@@ -333,13 +367,23 @@ def test_real_scans_come_back_on_their_own_grid_voxel_for_voxel(scan):
     np.testing.assert_array_equal(sitk.GetArrayFromImage(result.label_map), expected)
 
 
-def test_ct_body_crop_runs_fewer_tiles_keeps_the_body_and_labels_air_background():
-    """On a real CT: every body voxel keeps the uncropped run's label; air far from the body is 0."""
+@pytest.mark.parametrize(
+    ("scan", "fewer"),
+    [
+        ("dcmqi_ct3slice/dicom", True),
+        ("totalseg_example_ct/example_ct.nii.gz", False),  # cropped to the body: no tile of air
+        ("totalseg_example_ct/example_ct_dicom", True),
+    ],
+    ids=["ct-3-slices", "ct-abdomen-3mm", "ct-abdomen-dicom"],
+)
+def test_ct_body_crop_runs_fewer_tiles_keeps_the_body_and_labels_air_background(scan, fewer):
+    """On a real CT: every body voxel (bowel gas included) keeps the uncropped run's label; air outside
+    the patient is 0; 512 x 512 slices have tiles of air to skip."""
     from unetrpp.pipeline.body_crop import body_mask
     from unetrpp.pipeline.io import read_image
     from vendored_data import data_path
 
-    image = read_image(data_path("real_inputs", "dcmqi_ct3slice/dicom"))  # 512 x 512, air around
+    image = read_image(data_path("real_inputs", scan))  # air around the patient
     oriented = sitk.DICOMOrient(image, "RAS")
     channel = ChannelNormalization("CT", mean=0.0, sd=1.0, lower_bound=-1024.0, upper_bound=3071.0)
     plans = Plans((channel,), tuple(reversed(oriented.GetSpacing())), (16, 64, 64), 3)
@@ -358,8 +402,59 @@ def test_ct_body_crop_runs_fewer_tiles_keeps_the_body_and_labels_air_background(
     body = body_mask(oriented)
     assert body is not None and not body.all(), "the example CT has air around the body"
     np.testing.assert_array_equal(cropped[body], whole[body])  # a voxelwise network: the same labels
-    assert not cropped[~body].any()  # air: background, predicted or not
-    assert cropped_tiles < whole_tiles
+    air = sitk.GetArrayViewFromImage(oriented) <= -500
+    assert not cropped[~body & air].any()  # air outside the patient: background, predicted or not
+    # (the table is dense but not body: it keeps whatever a kept tile says, or background)
+    assert cropped_tiles < whole_tiles if fewer else cropped_tiles == whole_tiles
+
+
+def _synthetic_chest() -> tuple[sitk.Image, np.ndarray, np.ndarray]:
+    """(image, lungs mask, nodule mask): a chest cut through its lungs at both ends, with a ground-glass
+    nodule (-600 HU, below the -500 HU tissue threshold) in the middle of the right lung field."""
+    depth, height, width = 8, 56, 80
+    y = (np.arange(height) - height / 2)[:, None]
+    x = (np.arange(width) - width / 2)[None, :]
+    body = (y / 26.0) ** 2 + (x / 38.0) ** 2 <= 1.0
+    lungs = ((y / 19.0) ** 2 + ((np.abs(x) - 16.0) / 14.0) ** 2) <= 1.0  # two fields at x = -16, +16
+    slice_hu = np.where(body, 40.0, -1000.0)
+    slice_hu[lungs] = -850.0
+    array = np.repeat(slice_hu[None], depth, axis=0).astype(np.int16)
+    nodule = np.zeros(array.shape, dtype=bool)
+    nodule[3:5, 27:30, 22:26] = True  # centre of the lung at x = -16: columns 24 +- 2
+    array[nodule] = -600
+    image = sitk.GetImageFromArray(array)
+    image.SetSpacing((0.8, 0.8, 2.5))
+    return image, np.repeat(lungs[None], depth, axis=0), nodule
+
+
+def test_ct_body_crop_reads_the_lungs_of_a_synthetic_chest_like_a_run_without_skipping(monkeypatch):
+    """The lung fields are air to a threshold, body to the patient: with skipping, every voxel inside the
+    lungs (the nodule included) gets the label of the run without skipping, while the air around the
+    chest is still skipped. A threshold-only mask (the old body) loses part of the nodule."""
+    import importlib
+
+    image, lungs, nodule = _synthetic_chest()
+    plans = _plans(tuple(reversed(image.GetSpacing())))
+    network = IntensityBandNetwork((-1000.0, -600.0, 40.0), plans.patch_size_zyx)  # air+lung, nodule, tissue
+    tiles: list[int] = []
+    network.register_forward_hook(lambda module, args, output: tiles.append(args[0].shape[0]))
+    model = LoadedModel(network, _card(plans), plans)
+
+    def run(crop: bool) -> tuple[np.ndarray, int]:
+        tiles.clear()
+        options = SegmentOptions(device="cpu", precision="fp32", crop_to_body=crop, skip_empty_tiles=False)
+        result = segment(image, model, options=options)
+        return sitk.GetArrayFromImage(result.label_map), sum(tiles)
+
+    (whole, whole_tiles), (cropped, cropped_tiles) = run(False), run(True)
+    assert whole[nodule].tolist() == [1] * int(nodule.sum())  # the band network sees the nodule
+    np.testing.assert_array_equal(cropped[lungs], whole[lungs])
+    assert cropped_tiles < whole_tiles  # the air around the chest is still skipped
+
+    body_crop = importlib.import_module("unetrpp.pipeline.body_crop")
+    monkeypatch.setattr(body_crop, "body_mask", body_crop.dense_mask)  # the densest voxels only
+    threshold_only, _ = run(True)
+    assert (threshold_only[nodule] == 0).any()  # tiles skipped: part of the nodule became background
 
 
 def test_body_crop_is_for_ct_models_only():

@@ -100,7 +100,11 @@ def add_parser(subparsers: Any) -> None:
         action="store_true",
         help="keep only the largest connected part of each structure",
     )
-    parser.add_argument("--orientation", help="override the model's orientation code (e.g. RAS, LPS)")
+    parser.add_argument(
+        "--orientation",
+        help="override the model's orientation code (e.g. RAS, LPS), or 'native' to keep the stored voxel "
+        "order (no reorientation)",
+    )
     parser.add_argument("--series", metavar="UID", help="DICOM folder input: Series Instance UID to read")
     parser.add_argument(
         "--force-modality",

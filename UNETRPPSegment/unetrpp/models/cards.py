@@ -14,12 +14,16 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 __all__ = [
+    "NATIVE_ORIENTATION",
     "NormalizationScheme",
     "ChannelNormalization",
     "Plans",
     "WeightsSource",
     "ModelCard",
 ]
+
+
+NATIVE_ORIENTATION = "native"  # no reorientation: the network gets the voxel order as stored
 
 
 class NormalizationScheme(str, enum.Enum):
@@ -144,8 +148,10 @@ class ModelCard:
         variant: network variant passed to ``unetrpp.network.build_network``.
         network_overrides: extra ``build_network`` keyword arguments (e.g. smaller widths).
         orientation: DICOM-style 3-letter code (``sitk.DICOMOrient``: each letter names the direction
-            towards which the i, j, k index increases) the image is brought into before inference.
-        orientation_note: why that orientation; official weights never saw orientation metadata.
+            towards which the i, j, k index increases) the image is brought into before inference, or
+            ``"native"``: no reorientation, the voxel order as stored (as nnU-Net v1 feeds it).
+        orientation_note: why that orientation (the evidence and how sure it is); official weights
+            never saw orientation metadata.
         plans: preprocessing; None when it must be read from the plans shipped with the weights.
     """
 
@@ -185,8 +191,11 @@ class ModelCard:
         )
         if isinstance(self.plans, dict):
             object.__setattr__(self, "plans", Plans.from_dict(self.plans))
-        if len(self.orientation) != 3:
-            raise ValueError(f"orientation must be a 3-letter code such as 'RAS', got {self.orientation!r}")
+        if self.orientation != NATIVE_ORIENTATION and len(self.orientation) != 3:
+            raise ValueError(
+                f"orientation must be a 3-letter code such as 'RAS' or {NATIVE_ORIENTATION!r}, "
+                f"got {self.orientation!r}"
+            )
 
     @property
     def num_inputs(self) -> int:

@@ -7,6 +7,11 @@ permutation and flip of the array axes: no voxel is interpolated on the way in o
 
 Oblique images go to the closest orientation code. Their direction cosines stay oblique (only
 permuted and sign-flipped), so every voxel keeps its physical position and the way back is exact.
+
+``"native"`` (:data:`NATIVE_ORIENTATION`) is no reorientation at all: the network gets the voxel order
+as stored, as nnU-Net v1 does. For models whose training data has no meaningful anatomical orientation
+(ACDC: oblique short-axis stacks under a fake header), where any canonical code could move the
+acquisition's slice axis into the network's in-plane axes.
 """
 
 from __future__ import annotations
@@ -15,8 +20,15 @@ import numpy as np
 import SimpleITK as sitk
 
 from unetrpp.errors import UnetrppError
+from unetrpp.models.cards import NATIVE_ORIENTATION
 
-__all__ = ["check_orientation_code", "orientation_code", "reorient", "restore_orientation"]
+__all__ = [
+    "NATIVE_ORIENTATION",
+    "check_orientation_code",
+    "orientation_code",
+    "reorient",
+    "restore_orientation",
+]
 
 _AXIS_LETTERS = ("LR", "PA", "IS")
 
@@ -31,7 +43,8 @@ def reorient(image: sitk.Image, orientation: str) -> sitk.Image:
 
     Args:
         image: 3D image, any direction (oblique ones go to the closest code).
-        orientation: target code such as ``"RAS"`` or ``"LPS"`` (case-insensitive).
+        orientation: target code such as ``"RAS"`` or ``"LPS"`` (case-insensitive), or ``"native"``
+            to keep the stored voxel order (the image itself is returned).
 
     Returns:
         A new image holding the same voxels at the same physical points; only the axis order and
@@ -41,7 +54,7 @@ def reorient(image: sitk.Image, orientation: str) -> sitk.Image:
         UnetrppError: ``orientation`` is not a valid code.
     """
     code = check_orientation_code(orientation)
-    if orientation_code(image) == code:
+    if code == NATIVE_ORIENTATION or orientation_code(image) == code:
         return image
     return sitk.DICOMOrient(image, code)
 
@@ -71,14 +84,17 @@ def restore_orientation(label_map: sitk.Image, reference: sitk.Image) -> sitk.Im
 
 
 def check_orientation_code(orientation: str) -> str:
-    """The upper-case code, or a one-line error when it is not one of L/R, P/A and I/S each."""
+    """The upper-case code (or ``"native"``), or a one-line error when it is not one of L/R, P/A and I/S
+    each."""
+    if str(orientation).strip().lower() == NATIVE_ORIENTATION:
+        return NATIVE_ORIENTATION
     code = str(orientation).strip().upper()
     axes = [next((n for n, pair in enumerate(_AXIS_LETTERS) if letter in pair), -1) for letter in code]
     if sorted(axes) == [0, 1, 2]:
         return code
     raise UnetrppError(
         f"orientation {orientation!r} is not a 3-letter code with one of L/R, one of P/A and one of I/S "
-        "(e.g. RAS or LPS)"
+        f"(e.g. RAS or LPS), nor {NATIVE_ORIENTATION!r} (the stored voxel order)"
     )
 
 

@@ -113,8 +113,12 @@ def segment(
     if options.check_modality:
         _warn_if_wrong_modality(images, card, loaded.plans, on_event)
 
-    orientation = options.orientation or card.orientation
-    with _stage("preprocess", f"Reorienting to {orientation}, resampling, normalising", on_event, timings):
+    from unetrpp.pipeline.geometry import NATIVE_ORIENTATION, check_orientation_code
+
+    orientation = check_orientation_code(options.orientation or card.orientation)
+    native = orientation == NATIVE_ORIENTATION
+    reorienting = "Stored voxel order" if native else f"Reorienting to {orientation}"
+    with _stage("preprocess", f"{reorienting}, resampling, normalising", on_event, timings):
         from unetrpp.pipeline.geometry import reorient
         from unetrpp.pipeline.preprocess import preprocess
 

@@ -31,17 +31,19 @@ class SegmentOptions:
         structures: names (or label values) of the structures to keep; None keeps all. Others become
             background and are left out of the file.
         keep_largest_component: keep only the largest connected component of each structure.
-        orientation: 3-letter code the image is brought into before inference; None uses the model
-            card's (the orientation the weights were trained in).
+        orientation: 3-letter code the image is brought into before inference, or ``"native"`` (no
+            reorientation: the voxel order as stored); None uses the model card's (the orientation the
+            weights were trained in).
         precision: forward-pass arithmetic: ``auto`` (fp16 on CUDA; bf16 on CPUs with bf16 instructions,
             else fp32), ``fp32``, ``bf16``, ``fp16`` (CUDA only).
         batch_size: tiles per forward pass.
         accumulation: dtype of the blended logits, ``float16`` (half the memory) or ``float32``.
         skip_empty_tiles: predict a tile of constant input (air, padding) once and reuse it.
-        crop_to_body: CT models only: skip the tiles that are mostly air (under 20% of their voxels
-            above -500 HU, unless a body voxel needs them) and label what no tile covers background. The
-            tile grid stays the whole image's; 153 instead of 256 tiles on the synthetic abdomen of
-            ``benchmarks/bench_segment.py``.
+        crop_to_body: CT models only: skip the tiles that are mostly air outside the patient (under 20%
+            of their voxels in the body: the voxels above -500 HU and the air they enclose in each
+            axial slice, lungs and bowel gas included; unless a body voxel needs them) and label what no
+            tile covers background. The tile grid stays the whole image's; 153 instead of 256 tiles on
+            the synthetic abdomen of ``benchmarks/bench_segment.py``.
         series_uid: DICOM folder input only: the series to read when the folder holds several.
         check_modality: before inference, warn (a ``WarningEvent``) when an input does not look like
             what the model was trained on: a CT model given an MR or an image not in Hounsfield units,
