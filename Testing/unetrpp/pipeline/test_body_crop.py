@@ -79,3 +79,29 @@ def test_real_abdomen_ct_body_holds_every_organ_voxel_its_gas_included_and_not_t
     assert not (sitk.GetArrayFromImage(image) > BODY_THRESHOLD_HU)[gas].any()  # what the threshold misses
     for corner in (mask[:, :40, :40], mask[:, :40, -40:], mask[:, -40:, :40], mask[:, -40:, -40:]):
         assert not corner.any()
+
+
+def test_real_chest_ct_lung_fields_are_body():
+    """The 3-slice chest CT (lung bases, heart, liver): the air no path through air links to the edge of
+    its axial slice (found here by labelling the air's 4-connected parts, not by hole filling) is the
+    lung fields and airways; all of it is body, and it is a large part of the patient, so the lung
+    tiles run. The liver's manual label map is inside the body too."""
+    from scipy import ndimage
+    from unetrpp.pipeline.io import read_image
+    from vendored_data import data_path
+
+    image = read_image(data_path("real_inputs", "dcmqi_ct3slice/dicom"))
+    array = sitk.GetArrayFromImage(image)
+    enclosed = np.zeros(array.shape, dtype=bool)
+    for n, plane in enumerate(array <= BODY_THRESHOLD_HU):  # identity-like direction: axis 0 is axial
+        parts, _ = ndimage.label(plane)
+        edge = np.unique(np.concatenate([parts[0], parts[-1], parts[:, 0], parts[:, -1]]))
+        enclosed[n] = plane & ~np.isin(parts, edge)
+    mask = body_mask(image)
+    assert axial_axis(image) == 0
+    assert enclosed.sum() > 0.1 * mask.sum()  # the lung bases: about 70,000 voxels, 17% of this body
+    assert mask[enclosed].all()
+    liver_path = data_path("real_inputs", "dcmqi_ct3slice/liver_seg.nrrd")
+    liver = sitk.GetArrayFromImage(sitk.ReadImage(str(liver_path)))
+    assert liver.shape == mask.shape and liver.any() and mask[liver > 0].all()
+    assert not mask[:, :30, :30].any()  # the air in the corners is not
