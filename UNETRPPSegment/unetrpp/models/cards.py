@@ -11,7 +11,11 @@ from __future__ import annotations
 
 import enum
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from torch import nn
 
 __all__ = [
     "NATIVE_ORIENTATION",
@@ -20,6 +24,7 @@ __all__ = [
     "Plans",
     "WeightsSource",
     "ModelCard",
+    "LoadedModel",
 ]
 
 
@@ -215,3 +220,23 @@ class ModelCard:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelCard:
         return cls(**data)
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A network ready for inference and what it needs to be used correctly.
+
+    Defined here, beside the card it carries, so that the readers (``checkpoint.py``, ``loader.py``)
+    share it without importing each other.
+
+    Attributes:
+        network: the UNETR++ in eval mode with deep supervision off (one logits tensor per call).
+        card: the model card; ``card.plans`` equals ``plans``.
+        plans: preprocessing and tiling the weights were trained with.
+        source: the file the weights came from.
+    """
+
+    network: nn.Module
+    card: ModelCard
+    plans: Plans
+    source: Path | None = None

@@ -26,8 +26,7 @@ from safetensors.torch import load_file, save_file
 
 from unetrpp.atomic import atomic_output
 from unetrpp.errors import CheckpointError, OutputExistsError
-from unetrpp.models.cards import ModelCard
-from unetrpp.models.loader import LoadedModel
+from unetrpp.models.cards import LoadedModel, ModelCard
 from unetrpp.models.official import check_state_dict
 
 if TYPE_CHECKING:

@@ -15,16 +15,11 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from unetrpp.errors import CheckpointError, ModelNotFoundError
 from unetrpp.events import EventCallback, StageEvent, WarningEvent, emit
-from unetrpp.models.cards import ModelCard, Plans
-
-if TYPE_CHECKING:
-    from torch import nn
+from unetrpp.models.cards import LoadedModel, ModelCard
 
 __all__ = ["LoadedModel", "load_model", "load_model_path"]
 
@@ -33,23 +28,6 @@ logger = logging.getLogger(__name__)
 _PATH_SUFFIXES = (".unetrpp", ".model", ".pt", ".pth", ".safetensors")
 # Official checkpoint names in an nnU-Net v1 fold folder, in order of preference.
 _OFFICIAL_NAMES = ("model_final_checkpoint.model", "model_best.model")
-
-
-@dataclass(frozen=True)
-class LoadedModel:
-    """A network ready for inference and what it needs to be used correctly.
-
-    Attributes:
-        network: the UNETR++ in eval mode with deep supervision off (one logits tensor per call).
-        card: the model card; ``card.plans`` equals ``plans``.
-        plans: preprocessing and tiling the weights were trained with.
-        source: the file the weights came from.
-    """
-
-    network: nn.Module
-    card: ModelCard
-    plans: Plans
-    source: Path | None = None
 
 
 def _is_safetensors(path: Path) -> bool:
