@@ -7,6 +7,7 @@ assert what the client sent (a ``Range`` header on resume, an absolute URL throu
 
 from __future__ import annotations
 
+import hashlib
 import http.server
 import re
 import threading
@@ -28,6 +29,10 @@ class Route:
         cut_after: for ``file``: close the connection after this many body bytes...
         cut_times: ...on the first ``cut_times`` requests only.
         chunk_delay: seconds slept between 64 KiB chunks (keeps a download running for concurrency tests).
+        validators: send a strong ``ETag`` (from the body's hash) and ``Last-Modified`` with ``file``
+            bodies, and honour ``If-Range`` (a validator that no longer matches gets the whole body, 200).
+        honour_if_range: False serves ``Range`` whatever ``If-Range`` says (a non-conforming server).
+        hold: the first ``hold_times`` requests wait for this event, then answer ``hold_status``.
     """
 
     body: bytes = b""
@@ -37,8 +42,17 @@ class Route:
     cut_times: int = 0
     chunk_delay: float = 0.0
     form_target: str = ""
+    validators: bool = True
+    honour_if_range: bool = True
+    hold: threading.Event | None = None
+    hold_times: int = 0
+    hold_status: int = 404
     served_full: int = 0
     requests: int = 0
+
+    @property
+    def etag(self) -> str:
+        return '"' + hashlib.sha256(self.body).hexdigest()[:20] + '"'
 
 
 @dataclass
@@ -101,7 +115,11 @@ def _make_handler(server: LoopbackServer) -> type[http.server.BaseHTTPRequestHan
                 return
             route.requests += 1
             kind = route.kind
-            if kind == "status":
+            if route.hold is not None and route.hold_times > 0:
+                route.hold_times -= 1
+                route.hold.wait(60)
+                self._reply(route.hold_status, b"", "text/plain")
+            elif kind == "status":
                 self._reply(route.status, b"", "text/plain")
             elif kind == "html":
                 self._reply(200, route.body, "text/html; charset=utf-8")
@@ -126,6 +144,9 @@ def _make_handler(server: LoopbackServer) -> type[http.server.BaseHTTPRequestHan
         def _file(self, route: Route) -> None:
             body = route.body
             match = re.match(r"bytes=(\d+)-$", self.headers.get("Range", ""))
+            if_range = self.headers.get("If-Range")
+            if match and if_range and route.validators and route.honour_if_range and if_range != route.etag:
+                match = None  # RFC 9110: a validator that does not match means "send the whole file"
             if match:
                 start = int(match.group(1))
                 if start >= len(body):
@@ -143,6 +164,9 @@ def _make_handler(server: LoopbackServer) -> type[http.server.BaseHTTPRequestHan
             self.send_header("Content-Type", "application/octet-stream")
             self.send_header("Content-Length", str(len(data)))
             self.send_header("Accept-Ranges", "bytes")
+            if route.validators and route.kind == "file":
+                self.send_header("ETag", route.etag)
+                self.send_header("Last-Modified", "Tue, 01 Dec 2026 10:00:00 GMT")
             if status == 206:
                 self.send_header("Content-Range", f"bytes {start}-{total - 1}/{total}")
             self.end_headers()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import random
 import socket
 import time
@@ -13,7 +14,7 @@ from loopback_http import LoopbackServer, Route
 from unetrpp.errors import DownloadError
 from unetrpp.events import ProgressEvent, StageEvent
 from unetrpp.models.download import build_opener, fetch
-from unetrpp.models.share_links import direct_download_url, looks_like_html
+from unetrpp.models.share_links import direct_download_url, drive_confirmation_url, looks_like_html
 
 _PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
 
@@ -83,9 +84,15 @@ def test_retries_resume_within_one_call(server, payload, tmp_path):
     ]
 
 
+def _interrupted(folder, data: bytes, validator: str) -> None:
+    """What a dropped download leaves: the first bytes and the validator of the first response."""
+    (folder / "w.model.part").write_bytes(data)
+    (folder / "w.model.part.json").write_text(json.dumps({"if_range": validator}))
+
+
 def test_server_ignoring_range_restarts_from_zero(server, payload, tmp_path):
     url = server.add("/w.model", Route(body=payload, kind="ignore_range"))
-    (tmp_path / "w.model.part").write_bytes(b"stale bytes from another file")
+    _interrupted(tmp_path, b"stale bytes from another file", '"v1"')
     result = fetch(url, tmp_path / "w.model")
     assert server.requests_for("/w.model")[0].headers.get("Range") == "bytes=29-"
     assert result.resumed_from_bytes == 0
@@ -93,11 +100,53 @@ def test_server_ignoring_range_restarts_from_zero(server, payload, tmp_path):
 
 
 def test_complete_part_file_is_finished_without_downloading_again(server, payload, tmp_path):
-    url = server.add("/w.model", Route(body=payload))
-    (tmp_path / "w.model.part").write_bytes(payload)  # crashed after the last byte, before the rename
+    route = Route(body=payload)
+    url = server.add("/w.model", route)
+    _interrupted(tmp_path, payload, route.etag)  # crashed after the last byte, before the rename
     result = fetch(url, tmp_path / "w.model", expected_sha256=_sha(payload))
     assert result.resumed_from_bytes == len(payload)
     assert (tmp_path / "w.model").read_bytes() == payload
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["w.model"]
+
+
+def _drop_then_replace(server, tmp_path, payload: bytes, **route_options) -> tuple[Route, bytes, str]:
+    """Version A of the file drops at 40 %; then the server holds version B (a new upload)."""
+    route = Route(body=payload, cut_after=len(payload) * 4 // 10, cut_times=1, **route_options)
+    url = server.add("/w.model", route)
+    with pytest.raises(DownloadError, match="run the same command again to resume"):
+        fetch(url, tmp_path / "w.model")
+    replaced = random.Random(8).randbytes(len(payload))
+    route.body = replaced
+    return route, replaced, url
+
+
+def test_resume_after_the_file_changed_on_the_server_restarts_from_zero(server, payload, tmp_path):
+    first_etag = Route(body=payload).etag
+    route, replaced, url = _drop_then_replace(server, tmp_path, payload)
+    result = fetch(url, tmp_path / "w.model")
+
+    resume = server.requests_for("/w.model")[-1].headers
+    assert resume.get("Range") == f"bytes={len(payload) * 4 // 10}-" and resume.get("If-Range") == first_etag
+    assert result.resumed_from_bytes == 0 and result.sha256 == _sha(replaced)
+    assert (tmp_path / "w.model").read_bytes() == replaced  # never A's head glued to B's tail
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["w.model"]
+
+
+def test_a_server_that_ignores_if_range_is_caught_by_the_changed_etag(server, payload, tmp_path):
+    _route, replaced, url = _drop_then_replace(server, tmp_path, payload, honour_if_range=False)
+    result = fetch(url, tmp_path / "w.model")
+    assert [r.headers.get("Range") for r in server.requests_for("/w.model")][1:] == [
+        f"bytes={len(payload) * 4 // 10}-",
+        None,
+    ]
+    assert result.sha256 == _sha(replaced)
+
+
+def test_without_a_validator_nothing_is_resumed(server, payload, tmp_path):
+    _route, replaced, url = _drop_then_replace(server, tmp_path, payload, validators=False)
+    result = fetch(url, tmp_path / "w.model")
+    assert server.requests_for("/w.model")[-1].headers.get("Range") is None
+    assert result.resumed_from_bytes == 0 and result.sha256 == _sha(replaced)
 
 
 def test_wrong_checksum_is_rejected_and_nothing_is_left(server, payload, tmp_path):
@@ -141,6 +190,33 @@ def test_drive_confirmation_form_is_followed(server, payload, tmp_path):
     assert result.sha256 == _sha(payload)
     confirmed = server.requests_for("/download")[0].path
     assert "confirm=t" in confirmed and "uuid=0f1e2d3c" in confirmed and "id=abc123" in confirmed
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "http://localhost:{port}/download",
+        "file:///etc/passwd",
+        "https://evil.example/download",
+        "http://drive.google.com/x",
+    ],
+    ids=["other-host-same-port", "local-file", "foreign-https-host", "drive-without-https"],
+)
+def test_drive_confirmation_form_is_followed_only_to_drive_or_the_same_site(
+    server, payload, tmp_path, target
+):
+    server.add("/download", Route(body=payload))
+    page_url = server.add("/uc", Route(kind="drive", form_target=target.format(port=server.port)))
+    with pytest.raises(DownloadError, match="neither Google Drive over https nor the same site; refused"):
+        fetch(page_url + "?id=abc123", tmp_path / "w.model")
+    assert server.requests_for("/download") == [] and list(tmp_path.iterdir()) == []
+
+
+def test_drive_confirmation_form_may_lead_to_google_drive_over_https():
+    page = b'<html><form id="download-form" action="https://drive.usercontent.google.com/download">'
+    page += b'<input type="hidden" name="id" value="x1"></form></html>'
+    url = drive_confirmation_url(page, "https://drive.google.com/uc?id=x1")
+    assert url == "https://drive.usercontent.google.com/download?id=x1"
 
 
 @pytest.mark.parametrize(

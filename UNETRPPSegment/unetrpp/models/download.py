@@ -5,6 +5,10 @@ this module does about it:
 
 - The connection drops: the bytes so far stay in ``<file>.part``; the next attempt asks for the rest
   with an HTTP ``Range`` header. A server that ignores ``Range`` (answers 200) restarts from zero.
+- The file changes on the server between two attempts (a new upload): the first response's validator
+  (strong ``ETag``, else ``Last-Modified``) is kept in ``<file>.part.json`` and sent as ``If-Range``, so a
+  changed file comes back whole (200) and the download restarts from zero instead of gluing the head of
+  one version to the tail of another. Without a validator nothing is resumed.
 - The server stalls: every socket read has a timeout, reported as "no data from HOST for N s".
 - Google Drive answers with a web page instead of the file (the "can't scan for viruses"
   confirmation for large files, or a quota message): a confirmation form is followed, anything else
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import http.client
+import json
 import logging
 import os
 import re
@@ -36,7 +41,7 @@ from unetrpp.errors import DownloadError
 from unetrpp.events import EventCallback, ProgressEvent, StageEvent, emit
 from unetrpp.models.share_links import direct_download_url, drive_confirmation_url, looks_like_html
 
-__all__ = ["DownloadResult", "fetch", "sha256_of", "build_opener"]
+__all__ = ["DownloadResult", "PART_SUFFIXES", "fetch", "sha256_of", "build_opener"]
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +50,10 @@ _CHUNK_BYTES = 1 << 20
 _EVENT_INTERVAL_SECONDS = 0.25
 _MAX_HTML_BYTES = 2 << 20
 _MAX_CONFIRMATIONS = 2
+_PART = ".part"
+_VALIDATOR = ".part.json"
+# Endings of the files an interrupted download keeps so that the next one can resume.
+PART_SUFFIXES = (_PART, _VALIDATOR)
 
 
 @dataclass(frozen=True)
@@ -103,7 +112,7 @@ def fetch(
     """
     destination = Path(destination)
     destination.parent.mkdir(parents=True, exist_ok=True)
-    part = destination.with_name(destination.name + ".part")
+    part = destination.with_name(destination.name + _PART)
     source = direct_download_url(url)
     host = urllib.parse.urlsplit(source).hostname or source
     emit(on_event, StageEvent("download", f"Downloading {description or destination.name} from {host}"))
@@ -124,6 +133,7 @@ def fetch(
             logger.info("connection to %s dropped; resuming (attempt %d of %d)", host, attempt, retries)
     digest = sha256_of(part)
     size = part.stat().st_size
+    _validator_path(part).unlink(missing_ok=True)
     if expected_sha256 and digest.lower() != expected_sha256.lower():
         part.unlink(missing_ok=True)
         raise DownloadError(
@@ -151,27 +161,34 @@ def _transfer(
     """Fill ``part`` with the body of ``url``; returns the byte offset it resumed from."""
     host = urllib.parse.urlsplit(url).hostname or url
     for _ in range(_MAX_CONFIRMATIONS + 1):
-        offset = part.stat().st_size if part.exists() else 0
+        validator = _read_validator(part)
+        offset = part.stat().st_size if part.exists() and validator else 0
         try:
-            response = _open(opener, url, offset, timeout, host)
+            response = _open(opener, url, offset, validator, timeout, host)
         except _RangeNotSatisfiable as refused:
             if refused.total == offset:  # the .part already holds the whole file
                 return offset
             part.unlink()  # longer than the file or unknown: start over
-            response = _open(opener, url, 0, timeout, host)
+            response = _open(opener, url, 0, None, timeout, host)
             offset = 0
         with response:
             status = response.status
             content_type = response.headers.get("Content-Type")
+            if status == 206 and _validator_of(response) not in (None, validator):
+                # A server that ignored If-Range and sent the rest of another version: start over.
+                logger.info("the file on %s changed since the first part was downloaded; restarting", host)
+                response.close()
+                part.unlink()
+                continue
             if status == 206:
                 start, total = _parse_content_range(response.headers.get("Content-Range"))
                 if start != offset:
                     raise DownloadError(
                         f"{host} resumed at byte {start} instead of {offset}; delete {part} and retry"
                     )
-            else:  # 200: a fresh body, also when the server ignored our Range header
+            else:  # 200: a fresh body (the file changed, or the server ignored our Range header)
                 if offset:
-                    logger.info("%s ignored the Range request; restarting from zero", host)
+                    logger.info("%s sent the whole file instead of the rest; restarting from zero", host)
                 offset, total = 0, _content_length(response)
             first = _read(response, min(_CHUNK_BYTES, 64 * 1024), host, timeout, offset, total)
             if looks_like_html(first if offset == 0 else b"", content_type):
@@ -187,6 +204,8 @@ def _transfer(
                 logger.info("following the download confirmation form of %s", host)
                 url = confirmation
                 continue
+            if not offset:
+                _write_validator(part, _validator_of(response))
             mode = "ab" if offset else "wb"
             with open(part, mode) as sink:
                 sink.write(first)
@@ -197,10 +216,48 @@ def _transfer(
     )
 
 
-def _open(opener: urllib.request.OpenerDirector, url: str, offset: int, timeout: float, host: str):
+def _validator_path(part: Path) -> Path:
+    return part.with_name(part.name[: -len(_PART)] + _VALIDATOR)
+
+
+def _validator_of(response: http.client.HTTPResponse) -> str | None:
+    """What identifies this version of the file for ``If-Range``: a strong ETag, else Last-Modified."""
+    etag = response.headers.get("ETag")
+    if etag and not etag.startswith("W/"):  # If-Range accepts strong validators only
+        return etag
+    return response.headers.get("Last-Modified")
+
+
+def _read_validator(part: Path) -> str | None:
+    """The validator of the file whose first bytes ``part`` holds; None when unknown (no resume)."""
+    try:
+        value = json.loads(_validator_path(part).read_text(encoding="utf-8")).get("if_range")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return value if isinstance(value, str) and value else None
+
+
+def _write_validator(part: Path, validator: str | None) -> None:
+    """Keep the validator beside the ``.part`` file before its first byte is written."""
+    path = _validator_path(part)
+    if validator is None:
+        path.unlink(missing_ok=True)
+    else:
+        path.write_text(json.dumps({"if_range": validator}), encoding="utf-8")
+
+
+def _open(
+    opener: urllib.request.OpenerDirector,
+    url: str,
+    offset: int,
+    validator: str | None,
+    timeout: float,
+    host: str,
+):
     headers = {"User-Agent": f"unetrpp/{__version__}", "Accept": "*/*"}
-    if offset:
+    if offset and validator:
         headers["Range"] = f"bytes={offset}-"
+        headers["If-Range"] = validator
     request = urllib.request.Request(url, headers=headers)
     try:
         return opener.open(request, timeout=timeout)
