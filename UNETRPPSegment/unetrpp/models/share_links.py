@@ -12,9 +12,13 @@ import html.parser
 import re
 import urllib.parse
 
+from unetrpp.errors import DownloadError
+
 __all__ = ["direct_download_url", "looks_like_html", "drive_confirmation_url"]
 
 _DRIVE_FILE_ID = re.compile(r"^/file/d/([A-Za-z0-9_-]+)")
+# Where Google Drive's "download anyway" form may lead.
+_DRIVE_HOSTS = ("drive.google.com", "drive.usercontent.google.com", "docs.google.com")
 
 
 def direct_download_url(url: str) -> str:
@@ -76,10 +80,25 @@ class _FormParser(html.parser.HTMLParser):
 
 
 def drive_confirmation_url(page: bytes, page_url: str) -> str | None:
-    """The URL behind Google Drive's "download anyway" form, or None if the page has no such form."""
+    """The URL behind Google Drive's "download anyway" form, or None if the page has no such form.
+
+    The form is followed only to an https address of Google Drive, or back to the page's own origin
+    (scheme, host and port): a page from a hostile or intercepted host must not make the client read
+    local files (``file:``) or reach other machines.
+
+    Raises:
+        DownloadError: the form leads anywhere else.
+    """
     parser = _FormParser()
     parser.feed(page.decode("utf-8", errors="replace"))
     if parser.action is None:
         return None
     action = urllib.parse.urljoin(page_url, parser.action)
+    target, page = urllib.parse.urlsplit(action), urllib.parse.urlsplit(page_url)
+    same_origin = (target.scheme, target.netloc) == (page.scheme, page.netloc)
+    if not same_origin and not (target.scheme == "https" and target.hostname in _DRIVE_HOSTS):
+        raise DownloadError(
+            f"the download page of {page.hostname} leads to {action[:200]}, which is neither Google Drive "
+            "over https nor the same site; refused (download the file in a browser instead)"
+        )
     return action + ("&" if "?" in action else "?") + urllib.parse.urlencode(parser.fields)
