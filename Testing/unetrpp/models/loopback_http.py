@@ -33,6 +33,7 @@ class Route:
             bodies, and honour ``If-Range`` (a validator that no longer matches gets the whole body, 200).
         honour_if_range: False serves ``Range`` whatever ``If-Range`` says (a non-conforming server).
         hold: the first ``hold_times`` requests wait for this event, then answer ``hold_status``.
+        pause: a full body stops after its first 64 KiB until this event is set (a download in progress).
     """
 
     body: bytes = b""
@@ -47,6 +48,7 @@ class Route:
     hold: threading.Event | None = None
     hold_times: int = 0
     hold_status: int = 404
+    pause: threading.Event | None = None
     served_full: int = 0
     requests: int = 0
 
@@ -182,6 +184,9 @@ def _make_handler(server: LoopbackServer) -> type[http.server.BaseHTTPRequestHan
                 if server.stop.is_set():
                     return
                 self.wfile.write(data[offset : offset + 65536])
+                if offset == 0 and route.pause is not None:
+                    self.wfile.flush()
+                    route.pause.wait(60)
                 if route.chunk_delay:
                     time.sleep(route.chunk_delay)
             if status == 200:

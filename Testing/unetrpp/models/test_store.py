@@ -6,9 +6,12 @@ import dataclasses
 import hashlib
 import json
 import os
+import queue
+import signal
 import subprocess
 import sys
 import threading
+import time
 import zipfile
 from pathlib import Path
 
@@ -24,6 +27,7 @@ from unetrpp.errors import (
     OutputExistsError,
     UnetrppError,
 )
+from unetrpp.events import WarningEvent
 from unetrpp.models import store
 from unetrpp.models.cards import ModelCard, WeightsSource
 from unetrpp.models.checkpoint import load_model_file
@@ -104,7 +108,12 @@ def test_download_installs_file_and_record(server, official_checkpoint, home):
     assert record["source"] == url and record["sha256"] == _sha(data) and record["size_bytes"] == len(data)
     assert record["format"] == "official" and record["installed_at"].endswith("+00:00")
     assert store.installed_weights(card) == path
-    assert store.verify(card) == path
+    checked = store.verify(card)
+    assert (checked.path, checked.sha256, checked.basis) == (
+        path,
+        _sha(data),
+        "the SHA256 pinned in the model card",
+    )
     # Asking again uses the cache: no second request.
     assert store.download(card) == path
     assert len(server.requests_for("/synapse.model")) == 1
@@ -113,13 +122,19 @@ def test_download_installs_file_and_record(server, official_checkpoint, home):
 def test_corruption_is_detected(server, official_checkpoint):
     data = official_checkpoint.read_bytes()
     card = _card("tiny", server.add("/w.model", Route(body=data)))
-    path = store.download(card)
+    events = []
+    path = store.download(card, on_event=events.append)
+    warnings = [e.message for e in events if isinstance(e, WarningEvent)]
+    assert len(warnings) == 1 and f"trusted on first use (SHA256 {_sha(data)})" in warnings[0]
+    assert "trusted on first use: the model card pins no checksum" in store.verify(card).basis
 
     flipped = bytearray(data)
     flipped[len(flipped) // 2] ^= 0xFF
     path.write_bytes(bytes(flipped))  # same size: only re-hashing notices
     assert store.installed_weights(card) == path
-    with pytest.raises(CheckpointError, match="corrupted"):
+    with pytest.raises(
+        CheckpointError, match="corrupted .*differs from the SHA256 recorded when it was downloaded"
+    ):
         store.verify(card)
 
     path.write_bytes(data[:-10])  # truncated: the cheap check notices
@@ -190,17 +205,32 @@ def test_concurrent_downloads_of_one_model_give_one_intact_file(server, official
     assert results[0].read_bytes() == data
     assert route.served_full == 1 and waited.is_set()
     leftovers = sorted(p.name for p in (home / "models" / "tiny").iterdir())
-    assert leftovers == [".lock", "model_final_checkpoint.model", "record.json"]
+    assert leftovers == ["model_final_checkpoint.model", "record.json"]
+    assert store.lock_path(card) == home / "locks" / "tiny.lock" and store.lock_path(card).is_file()
 
 
 def test_import_checks_the_checkpoint_and_records_its_hash(official_checkpoint, home):
-    path = store.import_weights(official_checkpoint, "synapse")
-    assert path == home / "models" / "synapse" / "model_final_checkpoint.model"
+    card = _tiny_card("tiny")
+    path = store.import_weights(official_checkpoint, card)
+    assert path == home / "models" / "tiny" / "model_final_checkpoint.model"
     assert path.read_bytes() == official_checkpoint.read_bytes()
-    record = store.installed_record("synapse")
+    record = store.installed_record(card)
     assert record.sha256 == _sha(official_checkpoint.read_bytes())
     assert record.source == official_checkpoint.resolve().as_uri()
-    assert store.verify("synapse") == path
+    assert store.verify(card).path == path
+    assert "recorded when it was imported" in store.verify(card).basis
+    assert sorted(p.name for p in path.parent.iterdir()) == ["model_final_checkpoint.model", "record.json"]
+
+
+def test_import_refuses_a_checkpoint_of_the_right_family_but_other_sizes(official_checkpoint, home):
+    # The tiny synapse-layout network (feature size 4) is not the official synapse network: refused at
+    # import, not at the first segmentation.
+    with pytest.raises(CheckpointMismatchError) as refused:
+        store.import_weights(official_checkpoint, "synapse")
+    message = str(refused.value)
+    assert "\n" not in message and str(official_checkpoint) in message
+    assert "does not fit the 'synapse' network" in message and "other sizes" in message
+    assert store.installed_weights("synapse") is None and not (home / "models" / "synapse").exists()
 
 
 def test_import_refuses_a_checkpoint_of_another_variant(official_checkpoint, home):
@@ -217,19 +247,22 @@ def test_import_refuses_a_web_page(tmp_path):
 
 
 def test_import_does_not_overwrite_unless_asked(official_checkpoint):
-    store.import_weights(official_checkpoint, "synapse")
+    card = _tiny_card("tiny")
+    store.import_weights(official_checkpoint, card)
     with pytest.raises(OutputExistsError, match="already installed.*--overwrite"):
-        store.import_weights(official_checkpoint, "synapse")
-    assert store.import_weights(official_checkpoint, "synapse", overwrite=True).is_file()
+        store.import_weights(official_checkpoint, card)
+    assert store.import_weights(official_checkpoint, card, overwrite=True).is_file()
 
 
 def test_remove_round_trip(official_checkpoint, home):
-    store.import_weights(official_checkpoint, "synapse")
-    assert store.remove("synapse") == home / "models" / "synapse"
-    assert not (home / "models" / "synapse").exists()
-    assert store.installed_weights("synapse") is None
-    with pytest.raises(ModelNotFoundError, match="no weights installed for 'synapse'"):
-        store.remove("synapse")
+    card = _tiny_card("tiny")
+    store.import_weights(official_checkpoint, card)
+    assert store.remove(card) == home / "models" / "tiny"
+    assert not (home / "models" / "tiny").exists()
+    assert store.lock_path(card).is_file()  # someone may be waiting on it: never deleted
+    assert store.installed_weights(card) is None
+    with pytest.raises(ModelNotFoundError, match="no weights installed for 'tiny'"):
+        store.remove(card)
 
 
 def test_unknown_model_names_suggest_the_closest():
@@ -271,7 +304,7 @@ def test_export_official_to_unetrpp_then_import_round_trip(official_checkpoint, 
     installed = store.import_weights(output, card)
     assert installed.name == "tiny.unetrpp" and installed.read_bytes() == output.read_bytes()
     assert store.installed_record(card).format == "unetrpp"
-    assert load_model_file(store.verify(card)).card.name == "tiny"
+    assert load_model_file(store.verify(card).path).card.name == "tiny"
 
 
 def test_export_refuses_a_checkpoint_of_another_model(official_checkpoint, tmp_path):
@@ -292,15 +325,16 @@ def test_checkpoint_published_inside_a_zip_is_installed_unpacked(server, officia
     path = store.download(card)
     assert path.read_bytes() == official_checkpoint.read_bytes()
     assert store.installed_record(card).sha256 == _sha(official_checkpoint.read_bytes())
-    assert store.verify(card) == path
+    assert store.verify(card).path == path
 
 
 def test_import_unpacks_a_zip_holding_the_checkpoint(official_checkpoint, tmp_path):
     wrapped = _wrap_in_zip(official_checkpoint, tmp_path / "synapse_weights.zip")
-    path = store.import_weights(wrapped, "synapse")
+    card = _tiny_card("tiny")
+    path = store.import_weights(wrapped, card)
     assert path.name == "model_final_checkpoint.model"
     assert path.read_bytes() == official_checkpoint.read_bytes()
-    assert store.installed_record("synapse").source == wrapped.resolve().as_uri()
+    assert store.installed_record(card).source == wrapped.resolve().as_uri()
 
 
 def test_two_processes_downloading_one_model_leave_one_intact_file(
@@ -334,7 +368,7 @@ def test_two_processes_downloading_one_model_leave_one_intact_file(
         str(home / "models" / "tiny" / "model_final_checkpoint.model")
     }
     assert route.served_full == 1
-    assert store.verify(card).read_bytes() == data
+    assert store.verify(card).path.read_bytes() == data
 
 
 def test_failed_forced_download_keeps_the_installed_weights(server, official_checkpoint):
@@ -346,7 +380,7 @@ def test_failed_forced_download_keeps_the_installed_weights(server, official_che
     with pytest.raises(DownloadError, match="web page"):
         store.download(card, force=True)
     assert store.installed_weights(card) == path
-    assert store.verify(card).read_bytes() == data
+    assert store.verify(card).path.read_bytes() == data
 
 
 def test_interrupted_download_resumes_on_the_next_call(server, official_checkpoint, home):
@@ -386,3 +420,163 @@ def test_lock_of_a_killed_process_is_released_at_once(tmp_path):
         holder.stdout.close()
     with exclusive_lock(lock, timeout_seconds=5):
         assert lock.exists()
+
+
+_DOWNLOADER = (
+    "import json, sys\n"
+    "from unetrpp.errors import UnetrppError\n"
+    "from unetrpp.models import store\n"
+    "from unetrpp.models.cards import ModelCard\n"
+    "card = ModelCard.from_dict(json.load(open(sys.argv[1])))\n"
+    "def on_event(event):\n"
+    "    if 'Waiting' in getattr(event, 'message', ''):\n"
+    "        print('waiting', flush=True)\n"
+    "try:\n"
+    "    print('installed', store.download(card, on_event=on_event, retries=0), flush=True)\n"
+    "except UnetrppError as error:\n"
+    "    print('failed', error, flush=True)\n"
+)
+
+
+class _Downloader:
+    """A real process running ``store.download``; its stdout lines arrive on a queue."""
+
+    def __init__(self, card_file: Path) -> None:
+        environment = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", _DOWNLOADER, str(card_file)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=environment,
+        )
+        self.lines: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self.process.stdout:
+            self.lines.put(line.strip())
+
+    def next_line(self, timeout: float = 120) -> str:
+        try:
+            return self.lines.get(timeout=timeout)
+        except queue.Empty:
+            raise AssertionError(f"no output within {timeout} s") from None
+
+    def finish(self) -> str:
+        """The last line after the process ended."""
+        try:
+            self.process.wait(timeout=120)
+        finally:
+            self.process.kill()
+            self.process.stderr.close()
+        last = self.next_line(30)
+        while not self.lines.empty():
+            last = self.lines.get()
+        return last
+
+
+def _wait_for(condition, what: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def _card_file(card: ModelCard, tmp_path: Path) -> Path:
+    path = tmp_path / "card.json"
+    path.write_text(json.dumps(card.to_dict()))
+    return path
+
+
+def test_the_lock_survives_a_failed_download_three_processes(server, official_checkpoint, home, tmp_path):
+    # A holds the lock and fails (404); B was waiting and downloads; C arrives while B downloads and
+    # must wait for B, not lock a fresh file of its own (the lock was deleted with the folder before).
+    data = official_checkpoint.read_bytes()
+    answer_a, finish_b = threading.Event(), threading.Event()
+    route = Route(body=data, hold=answer_a, hold_times=1, hold_status=404, pause=finish_b)
+    card = _card("tiny", server.add("/w.model", route))
+    card_file = _card_file(card, tmp_path)
+    try:
+        a = _Downloader(card_file)
+        _wait_for(lambda: route.requests == 1, "A's request")
+        b = _Downloader(card_file)
+        assert b.next_line() == "waiting"
+        answer_a.set()
+        _wait_for(lambda: route.requests == 2, "B's request")
+        c = _Downloader(card_file)
+        _wait_for(lambda: not c.lines.empty() or route.requests > 2, "C to wait or to download")
+        assert route.requests == 2, "C downloaded while B held the lock"
+        assert c.next_line() == "waiting"
+    finally:
+        answer_a.set()
+        finish_b.set()
+    assert "404 Not Found" in a.finish()
+    installed = home / "models" / "tiny" / "model_final_checkpoint.model"
+    assert b.finish() == c.finish() == f"installed {installed}"
+    assert route.requests == 2 and route.served_full == 1
+    assert store.verify(card).path.read_bytes() == data
+
+
+def test_remove_keeps_the_lock_file_so_a_waiting_writer_still_excludes_others(official_checkpoint, home):
+    card = _tiny_card("tiny")
+    store.import_weights(official_checkpoint, card)
+    lock = store.lock_path(card)
+    inode = lock.stat().st_ino
+    store.remove(card)
+    assert lock.stat().st_ino == inode
+
+
+def test_stale_files_of_a_killed_run_are_removed_by_the_next_one(official_checkpoint, home):
+    card = _tiny_card("tiny")
+    folder = home / "models" / "tiny"
+    folder.mkdir(parents=True)
+    stale = [
+        ".model_final_checkpoint.model.3f2a9c.tmp",  # atomic_output's temporary
+        ".record.json.77aa.tmp",
+        ".model_final_checkpoint.model.incoming.k2j3",  # a zip member being extracted
+        "import.incoming",
+        "import.incoming.pkl",
+        "model_final_checkpoint.model.incoming",
+    ]
+    for name in stale:
+        (folder / name).write_bytes(b"left by a killed run")
+    (folder / "model_final_checkpoint.model.incoming.part").write_bytes(b"resumable")
+    (folder / "model_final_checkpoint.model.incoming.part.json").write_text('{"if_range": "\\"x\\""}')
+
+    not_weights = home / "notes.model"
+    not_weights.write_text("not a checkpoint")
+    with pytest.raises(CheckpointError):  # a failed run cleans up too, and keeps what can resume
+        store.import_weights(not_weights, card)
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "model_final_checkpoint.model.incoming.part",
+        "model_final_checkpoint.model.incoming.part.json",
+    ]
+    store.import_weights(official_checkpoint, card)
+    assert sorted(p.name for p in folder.iterdir()) == ["model_final_checkpoint.model", "record.json"]
+
+
+@pytest.mark.parametrize("signal_number", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
+def test_a_killed_download_leaves_only_resumable_files_and_the_next_run_resumes(
+    server, official_checkpoint, home, tmp_path, signal_number
+):
+    data = official_checkpoint.read_bytes()
+    go_on = threading.Event()
+    route = Route(body=data, pause=go_on)
+    card = _card("tiny", server.add("/w.model", route))
+    folder = home / "models" / "tiny"
+    part = folder / "model_final_checkpoint.model.incoming.part"
+    try:
+        child = _Downloader(_card_file(card, tmp_path))
+        _wait_for(lambda: part.exists() and part.stat().st_size > 0, "the first bytes")
+        child.process.send_signal(signal_number)
+        child.process.wait(timeout=60)
+    finally:
+        go_on.set()
+    child.process.stderr.close()
+    assert sorted(p.name for p in folder.iterdir()) == [part.name, part.name + ".json"]  # nothing hidden
+    kept = part.stat().st_size
+
+    assert store.download(card).read_bytes() == data
+    assert server.requests_for("/w.model")[-1].headers["Range"] == f"bytes={kept}-"
+    assert sorted(p.name for p in folder.iterdir()) == ["model_final_checkpoint.model", "record.json"]

@@ -3,7 +3,7 @@
 unetrpp models                              table of models, installed or not (instant: no torch)
 unetrpp models show synapse                 the whole model card
 unetrpp models import FILE --name synapse   install weights downloaded by hand
-unetrpp models verify synapse               re-hash the installed weights
+unetrpp models verify synapse               re-hash the installed weights, say what they were compared with
 unetrpp models remove synapse               delete them from the cache
 unetrpp models export CKPT OUT.unetrpp --name synapse   official checkpoint -> one .unetrpp file
 """
@@ -46,7 +46,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     install.add_argument("--name", required=True, help="the model it belongs to (see `unetrpp models`)")
     install.add_argument("--overwrite", action="store_true", help="replace weights already installed")
 
-    verify = actions.add_parser("verify", help="re-hash installed weights against their record")
+    verify = actions.add_parser(
+        "verify", help="re-hash installed weights against the pinned or recorded SHA256"
+    )
     verify.add_argument("name")
 
     remove = actions.add_parser("remove", help="delete installed weights")
@@ -73,8 +75,10 @@ def run(args: argparse.Namespace) -> int:
         path = store.import_weights(args.path, args.name, overwrite=args.overwrite)
         print(f"installed {args.name}: {path}", file=out)
     elif action == "verify":
-        path = store.verify(args.name)
-        print(f"{args.name}: intact ({path})", file=out)
+        checked = store.verify(args.name)
+        print(
+            f"{args.name}: intact ({checked.path}): SHA256 {checked.sha256} equals {checked.basis}", file=out
+        )
     elif action == "remove":
         folder = store.remove(args.name)
         print(f"removed {args.name} ({folder})", file=out)
@@ -128,7 +132,10 @@ def _list(out: TextIO, *, as_json: bool) -> int:
     for line in table:
         cells = [str(cell).ljust(width) for cell, width in zip(line, widths)]
         print("  ".join([*cells, str(line[-1])]).rstrip(), file=out)
-    print(f"\nWeights cache: {store.model_home() / 'models'} (set UNETRPP_HOME to move it)", file=out)
+    home = store.model_home()
+    print(f"\nWeights cache: {home / 'models'} (set UNETRPP_HOME to move it)", file=out)
+    if home.exists() and not home.is_dir():
+        print(f"  {home} is not a folder: nothing can be installed there (fix UNETRPP_HOME)", file=out)
     for row in rows:
         if row["path"]:
             print(f"  {row['name']}: {row['path']}", file=out)

@@ -4,33 +4,45 @@ Layout (one folder per model, shared by every Slicer version and the CLI of one 
 
     <home>/models/<name>/<filename>      the weights, exactly as downloaded or imported
     <home>/models/<name>/record.json     source, SHA256, size and date of what was installed
-    <home>/models/<name>/.lock           held while a process writes the folder
+    <home>/locks/<name>.lock             held while a process writes the model's folder
+
+Lock files live outside the model folders and are never deleted: a process waiting for a lock holds
+the file open, and deleting it would let a third process lock a new file of the same name while the
+second believes it has the lock (two writers in one folder).
 
 ``<home>`` is the per-user data folder unless the environment variable ``UNETRPP_HOME`` names another
 one (``models/home.py``). Nothing is downloaded unless :func:`download` is called: the
 CLI's ``unetrpp download NAME`` and the Slicer module (after asking the user) are the only callers.
 
 The record makes corruption detectable: :func:`installed_weights` checks it cheaply (file present,
-size unchanged); :func:`verify` re-hashes the file. Writers take a per-model lock and rename complete
-files into place, so two processes installing the same model leave one intact file.
+size unchanged); :func:`verify` re-hashes the file and compares it with the card's pinned SHA256, or,
+when the card pins none, with the one recorded at installation (trusted on first use). Writers take the
+per-model lock and rename complete files into place, so two processes installing the same model leave
+one intact file.
+
+A process killed while installing (SIGKILL, SIGTERM, power loss) may leave staging files
+(``*.incoming``) and hidden temporary files in the model folder; the next writer removes them while it
+holds the lock. Only ``*.part`` files (and their ``*.part.json`` validators) stay: they let the next
+download resume.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import logging
 import os
 import shutil
-import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
-from unetrpp.atomic import atomic_output
 from unetrpp.errors import CheckpointError, DownloadError, ModelNotFoundError, OutputExistsError, UnetrppError
-from unetrpp.events import EventCallback, StageEvent, emit
+from unetrpp.events import EventCallback, StageEvent, WarningEvent, emit
 from unetrpp.models.archive import extract_checkpoint
-from unetrpp.models.cards import ModelCard
-from unetrpp.models.download import DEFAULT_TIMEOUT_SECONDS, fetch, sha256_of
-from unetrpp.models.home import model_home
+from unetrpp.models.cards import ModelCard, WeightsSource
+from unetrpp.models.download import DEFAULT_TIMEOUT_SECONDS, PART_SUFFIXES, fetch, sha256_of
+from unetrpp.models.home import HOME_ENVIRONMENT_VARIABLE, model_home
 from unetrpp.models.locking import exclusive_lock
 from unetrpp.models.records import RECORD_NAME, WeightsRecord, read_record, utc_now, write_record
 from unetrpp.models.registry import BUNDLED_SCHEME, bundled_file, find_card
@@ -40,6 +52,8 @@ __all__ = [
     "WeightsRecord",
     "model_home",
     "model_dir",
+    "lock_path",
+    "Verification",
     "installed_weights",
     "installed_record",
     "is_bundled",
@@ -51,13 +65,19 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-_LOCK_NAME = ".lock"
+_LOCKS_FOLDER = "locks"
 _STAGING_SUFFIX = ".incoming"
+_IMPORT_STAGING = "import" + _STAGING_SUFFIX
 
 
 def model_dir(model: str | ModelCard) -> Path:
     """Folder holding the weights of ``model`` (which may not exist yet)."""
     return model_home() / "models" / _card(model).name
+
+
+def lock_path(model: str | ModelCard) -> Path:
+    """The lock file every writer of ``model``'s folder holds; it is never deleted (see above)."""
+    return model_home() / _LOCKS_FOLDER / f"{_card(model).name}.lock"
 
 
 def is_bundled(model: str | ModelCard) -> bool:
@@ -95,36 +115,59 @@ def installed_weights(model: str | ModelCard) -> Path | None:
     if record is None:
         return None
     path = model_dir(card) / record.filename
-    try:
-        size = path.stat().st_size
-    except FileNotFoundError:
+    if not path.is_file():
         logger.warning("weights of %s are recorded but %s is missing", card.name, path)
         return None
+    size = path.stat().st_size
     if size != record.size_bytes:
         logger.warning("weights of %s changed size (%d, recorded %d)", card.name, size, record.size_bytes)
         return None
     return path
 
 
-def verify(model: str | ModelCard) -> Path:
-    """Re-hash the installed weights and compare with the recorded SHA256.
+@dataclass(frozen=True)
+class Verification:
+    """What :func:`verify` compared: the file, its SHA256 and where the expected value came from."""
+
+    path: Path
+    sha256: str
+    basis: str
+
+
+def verify(model: str | ModelCard) -> Verification:
+    """Re-hash the installed weights and compare with the card's pinned SHA256 or the recorded one.
+
+    A card that pins the file's SHA256 is the stronger reference (it does not trust the first
+    download); without a pin the hash recorded at installation is all there is (trusted on first use).
 
     Raises:
         ModelNotFoundError: nothing is installed.
-        CheckpointError: the file changed since it was installed (corrupted disk, partial copy...).
+        CheckpointError: the file changed (corrupted disk, partial copy...) or is not the pinned one.
     """
     card = _card(model)
     path = _require_installed(card)
     record = installed_record(card)
-    expected = record.sha256 if record and record.sha256 else None
-    if expected is None:  # bundled: compare with the card's published hash, if any
-        expected = card.weights[0].sha256 if card.weights else None
-    if expected and sha256_of(path) != expected:
-        raise CheckpointError(
-            f"the weights of {card.name!r} at {path} are corrupted (SHA256 differs from the one recorded "
-            f"at installation); run `unetrpp download {card.name}` or `unetrpp models import` again"
+    pinned = _pinned_source(card, record)
+    if pinned is not None:
+        expected, basis = pinned.sha256, "the SHA256 pinned in the model card"
+    elif record is not None and record.sha256:
+        origin = "imported" if record.source.startswith("file:") else "downloaded"
+        expected = record.sha256
+        basis = (
+            f"the SHA256 recorded when it was {origin} on {record.installed_at[:10]} "
+            "(trusted on first use: the model card pins no checksum)"
         )
-    return path
+    else:
+        raise CheckpointError(
+            f"the weights of {card.name!r} have no recorded or pinned SHA256 to compare with"
+        )
+    digest = sha256_of(path)
+    if digest != expected.lower():
+        raise CheckpointError(
+            f"the weights of {card.name!r} at {path} are corrupted (SHA256 {digest[:12]}... differs from "
+            f"{basis}); run `unetrpp download {card.name}` or `unetrpp models import` again"
+        )
+    return Verification(path, digest, basis)
 
 
 def download(
@@ -138,7 +181,8 @@ def download(
     """Install the weights of ``model`` from the card's sources, unless they already are installed.
 
     Tries each source of the card in order, resumes an interrupted download, verifies the
-    published SHA256 when there is one, and records the hash of what it installed.
+    published SHA256 when there is one, and records the hash of what it installed (and says that it
+    is trusted on first use when the card pins none).
 
     Args:
         model: registry name or a card.
@@ -162,10 +206,8 @@ def download(
         raise DownloadError(
             f"model {card.name!r} has no download source; install it with `unetrpp models import`"
         )
-    folder = model_dir(card)
-    folder.mkdir(parents=True, exist_ok=True)
     waiting = StageEvent("download", f"Waiting for another process that is downloading {card.name}")
-    with exclusive_lock(folder / _LOCK_NAME, on_wait=lambda: emit(on_event, waiting)):
+    with _locked_folder(card, on_wait=lambda: emit(on_event, waiting)) as folder:
         existing = installed_weights(card)
         if existing is not None and not force:
             logger.info("%s is already installed at %s", card.name, existing)
@@ -190,29 +232,24 @@ def download(
                     digest = sha256_of(staging)
                 check_weights_file(staging, source.format, deep=False)
             except (DownloadError, CheckpointError) as error:
-                staging.unlink(missing_ok=True)
-                staging.with_name(staging.name + ".pkl").unlink(missing_ok=True)
+                _discard_staging(staging)
                 errors.append(str(error))
                 logger.info("source %s failed: %s", source.url, error)
                 continue
-            target = folder / source.filename
+            if not source.sha256:
+                emit(
+                    on_event,
+                    WarningEvent(
+                        f"the {card.name} model card pins no SHA256 for its weights, so the downloaded file "
+                        f"is trusted on first use (SHA256 {digest}); `unetrpp models verify {card.name}` "
+                        "compares against it from now on"
+                    ),
+                )
+            size = staging.stat().st_size
             record = WeightsRecord(
-                card.name,
-                source.filename,
-                source.format,
-                source.url,
-                digest,
-                staging.stat().st_size,
-                utc_now(),
+                card.name, source.filename, source.format, source.url, digest, size, utc_now()
             )
-            (folder / RECORD_NAME).unlink(missing_ok=True)  # no record describes a half-replaced install
-            plans = staging.with_name(staging.name + ".pkl")
-            if plans.exists():
-                os.replace(plans, target.with_name(target.name + ".pkl"))
-            os.replace(staging, target)
-            _replace_install(folder, record)
-            return target
-    _remove_if_empty(folder)  # after releasing the lock: a failed download leaves no trace but .part files
+            return _install_staged(folder, staging, record)
     manual = card.weights[0].url
     raise DownloadError(
         f"could not download {card.name!r}: {errors[-1]} -- or download {manual} by hand and run "
@@ -223,10 +260,10 @@ def download(
 def import_weights(path: str | Path, model: str | ModelCard, *, overwrite: bool = False) -> Path:
     """Install a weights file the user obtained by hand (offline hospitals, blocked downloads).
 
-    The file is checked first: an official ``.model`` must be a loadable checkpoint of the card's
-    network variant, a ``.unetrpp`` file a loadable model of that variant with the card's labels.
-    An official checkpoint's sibling plans file (``<file>.pkl``) is copied along when present; a zip
-    file holding the checkpoint is unpacked.
+    The file is checked first: an official ``.model`` must be a loadable checkpoint that fits the
+    card's network (variant and sizes), a ``.unetrpp`` file a loadable model of that variant with the
+    card's labels. An official checkpoint's sibling plans file (``<file>.pkl``) is copied along when
+    present; a zip file holding the checkpoint is unpacked (inside the model folder, size-capped).
 
     Returns:
         The installed file inside the cache.
@@ -242,45 +279,40 @@ def import_weights(path: str | Path, model: str | ModelCard, *, overwrite: bool 
     given = Path(path).expanduser()
     if not given.is_file():
         raise CheckpointError(f"no weights file at {given}")
-    with tempfile.TemporaryDirectory(prefix="unetrpp-import-") as unpacked:
-        # A checkpoint published inside a plain zip is installed unpacked.
-        source = extract_checkpoint(given, Path(unpacked) / _official_filename(card)) or given
-        return _install_file(source, card, origin=given.resolve().as_uri(), overwrite=overwrite)
-
-
-def _install_file(source: Path, card: ModelCard, *, origin: str, overwrite: bool) -> Path:
-    weights_format = "unetrpp" if sniff_format(source) == "unetrpp" else "official"
-    check_weights_file(source, weights_format, deep=True, card=card)
-    filename = f"{card.name}.unetrpp" if weights_format == "unetrpp" else _official_filename(card)
-    folder = model_dir(card)
-    folder.mkdir(parents=True, exist_ok=True)
-    with exclusive_lock(folder / _LOCK_NAME):
+    with _locked_folder(card) as folder:
         existing = installed_weights(card)
         if existing is not None and not overwrite:
             raise OutputExistsError(
                 f"weights for {card.name!r} are already installed at {existing}; add --overwrite to replace "
                 f"them or run `unetrpp models remove {card.name}` first"
             )
-        target = folder / filename
-        digest = _copy_atomically(source, target)
-        plans = source.with_name(source.name + ".pkl")
-        if weights_format == "official" and plans.is_file():
-            _copy_atomically(plans, target.with_name(target.name + ".pkl"))
+        staging = folder / _IMPORT_STAGING
+        try:
+            # A checkpoint published inside a plain zip is installed unpacked; any other file is checked
+            # where the user put it, so that errors name it.
+            checked = given if extract_checkpoint(given, staging) is None else staging
+            weights_format = _format_of(checked)
+            check_weights_file(checked, weights_format, deep=True, card=card)
+            if checked is given:
+                _copy_with_plans(given, staging, with_plans=weights_format == "official")
+        except BaseException:
+            _discard_staging(staging)
+            raise
+        filename = f"{card.name}.unetrpp" if weights_format == "unetrpp" else _official_filename(card)
         record = WeightsRecord(
             card.name,
             filename,
             weights_format,
-            origin,
-            digest,
-            target.stat().st_size,
+            given.resolve().as_uri(),
+            sha256_of(staging),
+            staging.stat().st_size,
             utc_now(),
         )
-        _replace_install(folder, record)
-    return target
+        return _install_staged(folder, staging, record)
 
 
 def remove(model: str | ModelCard) -> Path:
-    """Delete the installed weights of ``model``; returns the folder that was removed.
+    """Delete the installed weights of ``model`` (and any partial download); returns the folder.
 
     Raises:
         ModelNotFoundError: nothing is installed for it.
@@ -290,18 +322,14 @@ def remove(model: str | ModelCard) -> Path:
     if is_bundled(card):
         raise UnetrppError(f"{card.name!r} ships with unetrpp; there is nothing to remove")
     folder = model_dir(card)
-    if not folder.exists():
+    if not folder.is_dir():
         raise ModelNotFoundError(f"no weights installed for {card.name!r} (looked in {folder})")
-    with exclusive_lock(folder / _LOCK_NAME):
+    with _locked_folder(card):
         for entry in folder.iterdir():
-            if entry.name == _LOCK_NAME:
-                continue
-            if entry.is_dir():
+            if entry.is_dir() and not entry.is_symlink():
                 shutil.rmtree(entry)
             else:
                 entry.unlink()
-    (folder / _LOCK_NAME).unlink(missing_ok=True)
-    _remove_if_empty(folder)
     return folder
 
 
@@ -326,24 +354,94 @@ def _official_filename(card: ModelCard) -> str:
     return "model_final_checkpoint.model"
 
 
-def _copy_atomically(source: Path, target: Path) -> str:
-    """Copy to a unique temporary name beside ``target``, then rename; returns the SHA256 of the copy."""
-    with atomic_output(target) as temporary:
-        shutil.copyfile(source, temporary)
-        digest = sha256_of(temporary)
-    return digest
+def _format_of(path: Path) -> str:
+    return "unetrpp" if sniff_format(path) == "unetrpp" else "official"
+
+
+def _copy_with_plans(source: Path, staging: Path, *, with_plans: bool) -> None:
+    """Copy a weights file (and an official checkpoint's ``.pkl`` plans beside it) to its staging name."""
+    shutil.copyfile(source, staging)
+    plans = source.with_name(source.name + ".pkl")
+    if with_plans and plans.is_file():
+        shutil.copyfile(plans, staging.with_name(staging.name + ".pkl"))
+
+
+def _pinned_source(card: ModelCard, record: WeightsRecord | None) -> WeightsSource | None:
+    """The card source that pins the installed file's SHA256 (bundled weights: the card's own)."""
+    if is_bundled(card):
+        return card.weights[0] if card.weights[0].sha256 else None
+    if record is None:
+        return None
+    for source in card.weights:
+        # A file unpacked from a pinned zip has another hash than the pin; it counts as recorded.
+        if source.sha256 and source.url == record.source and source.sha256.lower() == record.sha256:
+            return source
+    return None
+
+
+def _make_folder(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UnetrppError(
+            f"cannot create the weights folder {folder} ({error.strerror or error}); point "
+            f"{HOME_ENVIRONMENT_VARIABLE} at a writable folder"
+        ) from error
+
+
+@contextlib.contextmanager
+def _locked_folder(card: ModelCard, on_wait: Callable[[], None] | None = None) -> Iterator[Path]:
+    """Hold the model's lock; yields its folder, created and cleared of a killed run's leftovers.
+
+    The folder is removed again when it ends up empty (a failed first install leaves no trace), while
+    the lock is still held: nobody else can be writing into it.
+    """
+    lock = lock_path(card)
+    _make_folder(lock.parent)
+    with exclusive_lock(lock, on_wait=on_wait):
+        folder = model_dir(card)
+        _make_folder(folder)
+        try:
+            _remove_stale_files(folder)
+            yield folder
+        finally:
+            with contextlib.suppress(OSError):  # not empty: fine
+                folder.rmdir()
+
+
+def _remove_stale_files(folder: Path) -> None:
+    """Delete what a killed writer left: staging files and hidden temporaries (``*.part`` stay)."""
+    for entry in folder.iterdir():
+        stale = entry.name.startswith(".") or entry.name.endswith((_STAGING_SUFFIX, _STAGING_SUFFIX + ".pkl"))
+        if stale and entry.is_file() and not entry.name.endswith(PART_SUFFIXES):
+            logger.info("removing %s, left by an interrupted run", entry)
+            entry.unlink()
+
+
+def _discard_staging(staging: Path) -> None:
+    staging.unlink(missing_ok=True)
+    staging.with_name(staging.name + ".pkl").unlink(missing_ok=True)
+
+
+def _install_staged(folder: Path, staging: Path, record: WeightsRecord) -> Path:
+    """Rename checked staging files into place and record them; returns the installed weights."""
+    target = folder / record.filename
+    target_plans = target.with_name(target.name + ".pkl")
+    staged_plans = staging.with_name(staging.name + ".pkl")
+    (folder / RECORD_NAME).unlink(missing_ok=True)  # no record describes a half-replaced install
+    if staged_plans.exists():
+        os.replace(staged_plans, target_plans)
+    else:  # plans of an earlier install would be read as this checkpoint's
+        target_plans.unlink(missing_ok=True)
+    os.replace(staging, target)
+    _replace_install(folder, record)
+    return target
 
 
 def _replace_install(folder: Path, record: WeightsRecord) -> None:
     """Write ``record.json`` and delete weights files of an earlier installation under another name."""
-    keep = {record.filename, record.filename + ".pkl", RECORD_NAME, _LOCK_NAME}
+    keep = {record.filename, record.filename + ".pkl", RECORD_NAME}
     for entry in folder.iterdir():  # includes .part files of other sources: nothing to resume any more
         if entry.is_file() and entry.name not in keep:
             entry.unlink()
     write_record(folder, record)
-
-
-def _remove_if_empty(folder: Path) -> None:
-    leftovers = [entry for entry in folder.iterdir() if entry.name != _LOCK_NAME] if folder.exists() else []
-    if folder.exists() and not leftovers:
-        shutil.rmtree(folder, ignore_errors=True)

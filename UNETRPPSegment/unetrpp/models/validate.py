@@ -2,7 +2,8 @@
 
 Two depths: ``deep=False`` looks at the first bytes only (after a download: a torch archive or a
 safetensors file, not an HTML page), ``deep=True`` loads the file with the checkpoint readers
-(``models/official.py``, ``models/checkpoint.py``) and checks that it holds the card's network. Only
+(``models/official.py``, ``models/checkpoint.py``) and checks that it holds the card's network (for an
+official checkpoint, with the card's sizes: every key and shape). Only
 the deep check imports torch, and only when called.
 """
 
@@ -11,7 +12,9 @@ from __future__ import annotations
 import json
 import logging
 import struct
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from unetrpp.errors import CheckpointError, CheckpointMismatchError, UnetrppError
 from unetrpp.models.archive import is_torch_archive
@@ -108,10 +111,28 @@ def _load_and_compare(path: Path, weights_format: str, card: ModelCard | None) -
         raise CheckpointMismatchError(
             f"{path} holds the {variant!r} network, not the {card.variant!r} network of model {card.name!r}"
         )
+    if weights_format == "official":
+        _check_fits_card_network(path, state_dict, card)
     if labels is not None and tuple(labels) != card.labels:
         raise CheckpointMismatchError(
             f"{path} segments {_describe(labels)}, but model {card.name!r} segments {_describe(card.labels)}"
         )
+
+
+def _check_fits_card_network(path: Path, state_dict: Mapping[str, Any], card: ModelCard) -> None:
+    """Official weights carry no architecture: they must fit the card's network exactly (sizes too),
+    or the first segmentation would fail instead of the import. Built on the meta device: no memory."""
+    import torch
+
+    from unetrpp.models.official import check_state_dict
+    from unetrpp.network import build_network
+
+    with torch.device("meta"):
+        network = build_network(card.variant, **card.network_overrides)
+    try:
+        check_state_dict(network, state_dict)
+    except CheckpointMismatchError as error:
+        raise CheckpointMismatchError(f"{path}: {error} (model {card.name!r})") from error
 
 
 def _describe(labels: tuple[tuple[int, str], ...]) -> str:
