@@ -98,6 +98,7 @@ if parameterNodeWrapper is not None:
         # line 380; v5.6.2 line 319). The bounds are the .ui slider's.
         overlap: Annotated[float, WithinRange(0.0, 0.9)] = 0.5
         useTta: bool = False
+        paperQuality: bool = False  # `unetrpp segment --quality paper`: fixes the overlap and the mirroring
 
 
 #
@@ -149,6 +150,7 @@ class UNETRPPSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.show3DButton.clicked.connect(self.onShow3D)
         self.ui.openEditorButton.clicked.connect(self.onOpenSegmentEditor)
         self.ui.reviewTable.cellClicked.connect(self.onReviewCellClicked)
+        self.ui.paperQualityCheckBox.toggled.connect(self.updateGUI)
         for index in range(1, 5):
             selector = getattr(self.ui, f"inputVolumeSelector{index}")
             selector.currentNodeChanged.connect(self.updateGUI)
@@ -323,6 +325,9 @@ class UNETRPPSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         )
         for name in ("inputsCollapsibleButton", "advancedCollapsibleButton", "outputsCollapsibleButton"):
             getattr(self.ui, name).enabled = not busy
+        paper = bool(self.ui.paperQualityCheckBox.checked)  # the preset decides these two itself
+        self.ui.overlapSliderWidget.enabled = not paper
+        self.ui.ttaCheckBox.enabled = not paper
 
     # ---- run ---------------------------------------------------------------------------------------
     def onSegmentButton(self):
@@ -371,6 +376,7 @@ class UNETRPPSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             device=Device.CPU if self.ui.deviceComboBox.currentIndex == 1 else Device.AUTO,
             overlap=float(self.ui.overlapSliderWidget.value),
             use_tta=bool(self.ui.ttaCheckBox.checked),
+            quality="paper" if self.ui.paperQualityCheckBox.checked else "fast",
             output_segmentation=output if replace else None,
             replace_confirmed=replace,
             check_modality=not forceModality,
@@ -672,6 +678,7 @@ class UNETRPPSegmentLogic(ScriptedLoadableModuleLogic):
         forceCpu: bool = False,
         overlap: float = 0.5,
         useTta: bool = False,
+        quality: str = "fast",
         createSurfaces: bool = False,
         waitForCompletion: bool = True,
         onProgress=None,
@@ -690,6 +697,7 @@ class UNETRPPSegmentLogic(ScriptedLoadableModuleLogic):
             device=Device.CPU if forceCpu else Device.AUTO,
             overlap=overlap,
             use_tta=useTta,
+            quality=quality,
             output_segmentation=outputSegmentation,
             replace_confirmed=replaceConfirmed,
             create_surfaces=createSurfaces,

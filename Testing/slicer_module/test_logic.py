@@ -19,6 +19,7 @@ from unetrpp.errors import InputImageError
 from unetrpp.labels.terminology import terminology_entry_string
 from UNETRPPSegmentLib.logic import (
     CORE_DIR,
+    QUALITIES,
     Device,
     JobStatus,
     SegmentationError,
@@ -152,12 +153,32 @@ def test_segment_command_runs_the_module_with_json_progress(slicer_app, tmp_path
     assert command[command.index("--device") + 1] == "cpu"
     assert float(command[command.index("--overlap") + 1]) == 0.25
     assert "--tta" in command and command[-2:] == ["--progress", "json"]
+    assert "--quality" not in command  # fast, the child's default
+
+
+def test_paper_quality_is_the_childs_preset_and_sends_no_overlap_or_mirroring(slicer_app, tmp_path):
+    from unetrpp.cli import build_parser
+    from unetrpp.pipeline.segment_types import Quality
+
+    assert tuple(q.value for q in Quality) == QUALITIES  # the panel's copy of the core's presets
+    volume, _ = _add_volume(slicer_app.scene, _ct_like())
+    request = SegmentationRequest([volume], "synapse", overlap=0.25, use_tta=False, quality="paper")
+    logic = SegmentationLogic(python_executable="/opt/PythonSlicer", temp_root=tmp_path)
+    command = logic.segment_command([tmp_path / "in.nrrd"], tmp_path / "out.seg.nrrd", request)
+    assert command[command.index("--quality") + 1] == "paper"
+    assert "--overlap" not in command and "--tta" not in command  # the preset fixes them
+    args = build_parser().parse_args(command[3:])  # the child's own parser accepts the command
+    assert args.quality == "paper" and args.overlap is None and args.tta is None
 
 
 @pytest.mark.parametrize(
     ("kwargs", "message"),
-    [({"input_volumes": []}, "select an input volume"), ({"overlap": 1.0}, "overlap")],
-    ids=["no-input", "overlap-too-large"],
+    [
+        ({"input_volumes": []}, "select an input volume"),
+        ({"overlap": 1.0}, "overlap"),
+        ({"quality": "best"}, "quality must be one of fast, paper"),
+    ],
+    ids=["no-input", "overlap-too-large", "unknown-quality"],
 )
 def test_request_validation(slicer_app, kwargs, message):
     volume, _ = _add_volume(slicer_app.scene, _ct_like())

@@ -182,6 +182,37 @@ def test_body_crop_is_on_by_default_and_precision_is_reported(model_file, tmp_pa
     assert stages == ["Sliding window on cpu (fp32)"]
 
 
+def test_quality_paper_is_the_official_settings_in_one_switch(model_file, tmp_path, capsys):
+    """--quality paper runs every tile with 8 mirrorings in fp32: the same labels as those options given
+    one by one, the tiles of a run without air skipping; options that change the preset are refused."""
+    from unetrpp.labels.seg_nrrd import read_seg_nrrd
+
+    ct = _write(_synthetic_ct(size_xyz=(160, 40, 14)), tmp_path / "ct.nrrd")  # air beyond x = 44
+    base = ["--model", str(model_file), "--progress", "json", "--device", "cpu"]
+    runs = {
+        "paper": ["--quality", "paper"],
+        "by-hand": ["--tta", "--no-body-crop", "--precision", "fp32", "--accumulation", "float32"],
+        "fast": [],
+    }
+    labels, events = {}, {}
+    for name, flags in runs.items():
+        output = tmp_path / f"{name}.seg.nrrd"
+        assert main(["segment", str(ct), str(output), *base, *flags]) == 0
+        events[name] = _json_lines(capsys.readouterr().out)
+        labels[name] = sitk.GetArrayFromImage(read_seg_nrrd(output)[0])
+    np.testing.assert_array_equal(labels["paper"], labels["by-hand"])
+    tiles = {name: max(e["total"] for e in run if e["event"] == "progress") for name, run in events.items()}
+    assert tiles["paper"] == tiles["by-hand"] > tiles["fast"]  # every tile, the air's included
+    stages = [e["message"] for e in events["paper"] if e["event"] == "stage" and e["stage"] == "inference"]
+    assert stages == ["Sliding window on cpu (fp32, 8 mirrorings)"]
+
+    refused = tmp_path / "refused.seg.nrrd"
+    assert main(["segment", str(ct), str(refused), *base, "--quality", "paper", "--overlap", "0.25"]) == 2
+    error = _json_lines(capsys.readouterr().out)[-1]
+    assert error["event"] == "error" and "the paper preset runs overlap=0.5, not 0.25" in error["message"]
+    assert not refused.exists()
+
+
 def test_progress_bar_goes_to_stderr_and_stdout_keeps_only_the_table(model_file, tmp_path, capsys):
     ct = _write(_synthetic_ct(), tmp_path / "ct.mha")
     output = tmp_path / "out.seg.nrrd"

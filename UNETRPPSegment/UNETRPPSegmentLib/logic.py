@@ -52,6 +52,7 @@ __all__ = [
     "SegmentationRequest",
     "SegmentationJob",
     "SegmentationLogic",
+    "QUALITIES",
     "child_environment",
     "modality_warning",
     "volume_dicom_modality",
@@ -61,6 +62,10 @@ logger = logging.getLogger(__name__)
 
 CORE_DIR = Path(__file__).resolve().parents[1]
 """The folder that holds the ``unetrpp`` package; put on the child's PYTHONPATH."""
+
+# The values of unetrpp.pipeline.segment_types.Quality, which is not imported here: it needs SimpleITK and
+# torch, and the panel must open before they are installed (a test keeps the two equal).
+QUALITIES = ("fast", "paper")
 
 # Where each stage of the child (``unetrpp segment --progress json``) sits on the overall progress bar
 # (percent). ``load_model`` may come before ``read``; the percentage never goes back anyway.
@@ -109,6 +114,9 @@ class SegmentationRequest:
         device: ``auto`` (GPU if present), ``cpu`` (forced: the child sees no GPU) or ``cuda``.
         overlap: sliding-window overlap between neighbouring tiles (0 to <1).
         use_tta: mirroring test-time augmentation (slower, slightly better).
+        quality: ``fast`` (default), or ``paper``: what the paper's numbers used (``unetrpp segment
+            --quality paper``), which decides the overlap and the mirroring itself, so ``overlap`` and
+            ``use_tta`` are not sent then.
         output_segmentation: an existing segmentation node to fill; only used with ``replace_confirmed``,
             otherwise a new node is created and the existing one keeps the user's edits.
         replace_confirmed: the user agreed to replace the segments of ``output_segmentation``.
@@ -122,6 +130,7 @@ class SegmentationRequest:
     device: Device = Device.AUTO
     overlap: float = 0.5
     use_tta: bool = False
+    quality: str = "fast"
     output_segmentation: object | None = None
     replace_confirmed: bool = False
     create_surfaces: bool = False
@@ -136,6 +145,8 @@ class SegmentationRequest:
             raise InputImageError(f"overlap must be in [0, 1), got {self.overlap}")
         if not str(self.model).strip():
             raise InputImageError("select a model")
+        if self.quality not in QUALITIES:
+            raise InputImageError(f"quality must be one of {', '.join(QUALITIES)}, got {self.quality!r}")
 
 
 def child_environment(
@@ -337,9 +348,13 @@ class SegmentationLogic:
             "--model",
             str(request.model),
         ]
-        arguments += ["--device", request.device.value, "--overlap", repr(float(request.overlap))]
-        if request.use_tta:
-            arguments.append("--tta")
+        arguments += ["--device", request.device.value]
+        if request.quality == "paper":
+            arguments += ["--quality", "paper"]  # it fixes the overlap and the mirroring itself
+        else:
+            arguments += ["--overlap", repr(float(request.overlap))]
+            if request.use_tta:
+                arguments.append("--tta")
         if not request.check_modality:
             arguments.append("--force-modality")
         return self.core_command(*arguments, "--progress", "json")

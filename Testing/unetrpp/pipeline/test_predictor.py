@@ -301,6 +301,99 @@ def test_segment_options_validate_on_construction(kwargs, fragment):
         SegmentOptions(**kwargs)
 
 
+def test_paper_quality_runs_what_the_official_validation_ran():
+    """nnU-Net v1 validation, as the paper's numbers: 8 mirrorings, step size 0.5, every tile, fp32."""
+    from unetrpp.pipeline.segment_types import Quality
+    from unetrpp.pipeline.sliding_window import Accumulation, Precision, SlidingWindowConfig
+
+    paper = SegmentOptions(quality="paper")
+    assert paper.quality is Quality.PAPER and paper.crop_to_body is False
+    assert paper.sliding_window_config() == SlidingWindowConfig(
+        overlap=0.5,
+        use_mirroring=True,
+        mirror_axes=(0, 1, 2),
+        precision=Precision.FP32,
+        accumulation=Accumulation.FLOAT32,
+        skip_empty_tiles=False,
+    )
+    # Explicit values equal to the paper's are accepted; the default is the fast preset.
+    assert SegmentOptions(quality="paper", use_tta=True, precision="fp32", overlap=0.5) == paper
+    fast = SegmentOptions()
+    assert fast.quality is Quality.FAST and not fast.use_tta and fast.crop_to_body
+    assert fast.precision is Precision.AUTO and fast.accumulation is Accumulation.FLOAT16
+    assert SegmentOptions(overlap=0.25, use_tta=True).overlap == 0.25  # fast: every option is free
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "fragment"),
+    [
+        ({"overlap": 0.25}, "runs overlap=0.5, not 0.25"),
+        ({"use_tta": False}, "runs use_tta=True, not False"),
+        ({"precision": "bf16"}, "runs precision=fp32, not bf16"),
+        ({"accumulation": "float16"}, "runs accumulation=float32"),
+        ({"crop_to_body": True}, "runs crop_to_body=False"),
+        ({"skip_empty_tiles": True}, "runs skip_empty_tiles=False"),
+    ],
+    ids=["overlap", "tta", "precision", "accumulation", "body-crop", "empty-tiles"],
+)
+def test_paper_quality_refuses_an_option_that_leaves_the_paper(kwargs, fragment):
+    with pytest.raises(UnetrppError, match=fragment):
+        SegmentOptions(quality="paper", **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("trained_axes", "stage", "warned"),
+    [
+        ((0, 1, 2), "(fp32, 8 mirrorings)", False),
+        ((1, 2), "(fp32, 4 mirrorings)", False),
+        ((), "(fp32)", True),
+    ],
+    ids=["all-axes", "in-plane", "never-mirrored"],
+)
+def test_test_time_mirroring_uses_only_the_axes_the_model_was_trained_to_see_mirrored(
+    trained_axes, stage, warned
+):
+    """A model trained without mirroring (the bundled demo) is not shown mirrored images: the paper
+    preset then runs every tile once, with a warning; the labels are those of a run without mirroring."""
+    from unetrpp.events import WarningEvent
+
+    image, expected = _phantom(*GEOMETRIES["axial-lps"])
+    band = _band_model(image)
+    model = LoadedModel(
+        band.network, dataclasses.replace(band.card, mirror_axes_zyx=trained_axes), band.plans
+    )
+    events = []
+    result = segment(
+        image,
+        model,
+        options=SegmentOptions(device="cpu", quality="paper", check_modality=False),
+        on_event=events.append,
+    )
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(result.label_map), expected)
+    inference = [e.message for e in events if isinstance(e, StageEvent) and e.stage == "inference"]
+    assert inference == [f"Sliding window on cpu {stage}"]
+    warnings = [e.message for e in events if isinstance(e, WarningEvent)]
+    assert warnings == (
+        [
+            "model 'bands' was trained without mirroring, so test-time mirroring is off: "
+            "mirrored images would be ones it never saw"
+        ]
+        if warned
+        else []
+    )
+
+
+def test_the_bundled_demo_model_records_that_it_was_trained_without_mirroring():
+    from unetrpp.models.loader import load_model
+
+    assert load_model("demo").card.mirror_axes_zyx == ()
+
+
+def test_unknown_quality_is_named():
+    with pytest.raises(UnetrppError, match="quality must be one of fast, paper, got 'best'"):
+        SegmentOptions(quality="best")
+
+
 def test_cuda_request_without_cuda_fails_before_loading_a_model(tmp_path):
     if torch.cuda.is_available():
         pytest.skip("a CUDA device is present")

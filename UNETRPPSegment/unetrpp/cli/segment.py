@@ -92,8 +92,19 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("output", metavar="OUTPUT.seg.nrrd", help="the segmentation file to write")
     parser.add_argument("--model", "-m", required=True, help="model name (unetrpp models) or weights file")
     parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
-    parser.add_argument("--overlap", type=_overlap, default=0.5, help="tile overlap in [0, 1) (default 0.5)")
-    parser.add_argument("--tta", action="store_true", help="mirroring test-time augmentation (8x slower)")
+    parser.add_argument(
+        "--quality",
+        choices=("fast", "paper"),  # unetrpp.pipeline.segment_types.Quality (not imported: start-up time)
+        default="fast",
+        help="fast (default), or paper: what the UNETR++ paper's numbers used (8 mirrorings per tile, every "
+        "tile, overlap 0.5, fp32: many times slower, see benchmarks/RESULTS.md); paper refuses options that "
+        "change those",
+    )
+    # The options the quality preset decides default to None: the preset's value (SegmentOptions).
+    parser.add_argument("--overlap", type=_overlap, help="tile overlap in [0, 1) (default 0.5)")
+    parser.add_argument(
+        "--tta", action="store_true", default=None, help="mirroring test-time augmentation (8x slower)"
+    )
     parser.add_argument("--structures", type=_names, help="comma-separated structures to keep (default all)")
     parser.add_argument(
         "--largest-component",
@@ -115,7 +126,6 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument(
         "--precision",
         choices=("auto", "fp32", "bf16", "fp16"),
-        default="auto",
         help="forward-pass arithmetic; auto: fp16 on CUDA, bf16 on CPUs with bf16 instructions, else fp32",
     )
     parser.add_argument(
@@ -124,13 +134,13 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument(
         "--accumulation",
         choices=("float16", "float32"),
-        default="float16",
         help="dtype of the blended logits (float16 halves the memory; default)",
     )
     parser.add_argument(
         "--no-body-crop",
         dest="body_crop",
         action="store_false",
+        default=None,
         help="CT models: also run the tiles that are mostly air (slower; the body gets near-same labels)",
     )
     parser.add_argument(
@@ -170,6 +180,7 @@ def _run(args: argparse.Namespace, emitter: Any) -> int:
     inputs, output = args.inputs, args.output
     options = SegmentOptions(
         device=args.device,
+        quality=args.quality,
         overlap=args.overlap,
         use_tta=args.tta,
         structures=args.structures,

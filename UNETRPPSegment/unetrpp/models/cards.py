@@ -158,6 +158,10 @@ class ModelCard:
         orientation_note: why that orientation (the evidence and how sure it is); official weights
             never saw orientation metadata.
         plans: preprocessing; None when it must be read from the plans shipped with the weights.
+        mirror_axes_zyx: the array axes training mirrored images along, so test-time mirroring may
+            use them: (0, 1, 2) for nnU-Net's (and so the official) trainers; () for a model trained
+            without mirroring (the bundled demo), which test-time mirroring would show images it never
+            saw (the demo's Dice fell from 0.93 to 0.44 with 8 mirrorings, benchmarks/RESULTS.md).
     """
 
     name: str
@@ -173,6 +177,7 @@ class ModelCard:
     orientation: str = "RAS"
     orientation_note: str = ""
     plans: Plans | None = None
+    mirror_axes_zyx: tuple[int, ...] = (0, 1, 2)
     weights: tuple[WeightsSource, ...] = ()
     licence: str = ""
     citation: str = ""
@@ -183,6 +188,9 @@ class ModelCard:
         object.__setattr__(self, "input_channels", tuple(self.input_channels))
         object.__setattr__(self, "labels", tuple((int(v), str(n)) for v, n in self.labels))
         object.__setattr__(self, "patch_size_zyx", tuple(int(s) for s in self.patch_size_zyx))
+        object.__setattr__(self, "mirror_axes_zyx", tuple(int(a) for a in self.mirror_axes_zyx))
+        if not set(self.mirror_axes_zyx) <= {0, 1, 2}:
+            raise ValueError(f"mirror_axes_zyx must be among 0, 1, 2 (z, y, x), got {self.mirror_axes_zyx}")
         object.__setattr__(
             self,
             "weights",

@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-    from unetrpp.pipeline.sliding_window import Precision
+    from unetrpp.pipeline.sliding_window import Precision, SlidingWindowConfig
 
 __all__ = ["SegmentOptions", "SegmentResult", "StructureVolume", "segment", "SEG_NRRD_SUFFIX"]
 
@@ -126,10 +126,11 @@ def segment(
         array, info = preprocess(oriented, loaded.plans)
         body = _body_on_network_grid(oriented[0], loaded.plans, info) if options.crop_to_body else None
 
-    with _stage("inference", f"Sliding window on {device} ({precision.value})", on_event, timings):
+    config = _sliding_window_config(options, card, precision, on_event)
+    mirrored = f", {2 ** len(config.mirror_axes)} mirrorings" if config.use_mirroring else ""
+    with _stage("inference", f"Sliding window on {device} ({precision.value}{mirrored})", on_event, timings):
         import torch
 
-        config = dataclasses.replace(options.sliding_window_config(), precision=precision)
         try:
             network = _inference_network(loaded.network, device, precision)
             logits = predict_sliding_window(network, array, config, device, on_event, body)
@@ -152,6 +153,27 @@ def segment(
     emit(on_event, ResultEvent(str(output_path or ""), [v.to_dict() for v in volumes], round(elapsed, 3)))
     logger.info("segmented %d of %d structures in %.1f s", len(structures), len(all_structures), elapsed)
     return result
+
+
+def _sliding_window_config(
+    options: SegmentOptions, card: ModelCard, precision: Precision, on_event: EventCallback | None
+) -> SlidingWindowConfig:
+    """The options' tiling with the resolved precision; test-time mirroring only along the axes the
+    model was trained to see mirrored (none: no mirroring, and a warning says so)."""
+    config = dataclasses.replace(options.sliding_window_config(), precision=precision)
+    if not config.use_mirroring:
+        return config
+    axes = tuple(axis for axis in config.mirror_axes if axis in card.mirror_axes_zyx)
+    if not axes:
+        emit(
+            on_event,
+            WarningEvent(
+                f"model {card.name!r} was trained without mirroring, so test-time mirroring is off: mirrored "
+                "images would be ones it never saw"
+            ),
+        )
+        return dataclasses.replace(config, use_mirroring=False)
+    return dataclasses.replace(config, mirror_axes=axes)
 
 
 def _out_of_memory_message(device: torch.device, batch_size: int) -> str:

@@ -6,26 +6,80 @@ they are built, so a bad value fails before any image or weight is read.
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import SimpleITK as sitk
 
+from unetrpp.errors import UnetrppError
 from unetrpp.labels.terminology import Structure
 from unetrpp.models.cards import ModelCard
 from unetrpp.pipeline.geometry import check_orientation_code
 from unetrpp.pipeline.sliding_window import Accumulation, Precision, SlidingWindowConfig
 
-__all__ = ["SegmentOptions", "SegmentResult", "StructureVolume"]
+__all__ = ["QUALITY_SETTINGS", "Quality", "SegmentOptions", "SegmentResult", "StructureVolume"]
+
+
+class Quality(str, enum.Enum):
+    """Presets of the settings that trade time for faithfulness to the paper (CLI ``--quality``).
+
+    FAST, the default: one pass per tile, air outside a CT's body skipped, the arithmetic the device
+    is fastest in (``benchmarks/RESULTS.md`` measures its agreement with the reference way).
+    PAPER: what the UNETR++ paper's numbers used, the official nnU-Net v1 validation: the logits of all
+    8 mirrorings of each tile averaged, every tile run (no body mask, no reuse of constant tiles),
+    tiles overlapping by half a patch (the official step size 0.5), fp32 arithmetic and a float32
+    accumulator. Eight passes per tile, each in fp32 and over air too: many times the time of FAST
+    (``benchmarks/bench_quality.py`` measures both, ``benchmarks/RESULTS.md``).
+    """
+
+    FAST = "fast"
+    PAPER = "paper"
+
+
+# The options each preset decides. An option left None takes its preset's value; under PAPER a value
+# given explicitly must equal the paper's (anything else is not what the paper ran).
+QUALITY_SETTINGS: MappingProxyType[Quality, MappingProxyType[str, Any]] = MappingProxyType(
+    {
+        Quality.FAST: MappingProxyType(
+            {
+                "overlap": 0.5,
+                "use_tta": False,
+                "precision": Precision.AUTO,
+                "accumulation": Accumulation.FLOAT16,
+                "skip_empty_tiles": True,
+                "crop_to_body": True,
+            }
+        ),
+        Quality.PAPER: MappingProxyType(
+            {
+                "overlap": 0.5,
+                "use_tta": True,
+                "precision": Precision.FP32,
+                "accumulation": Accumulation.FLOAT32,
+                "skip_empty_tiles": False,
+                "crop_to_body": False,
+            }
+        ),
+    }
+)
 
 
 @dataclass(frozen=True)
 class SegmentOptions:
     """How to segment; every field is checked before the weights are loaded.
 
+    The six options that :class:`Quality` decides (``overlap``, ``use_tta``, ``precision``,
+    ``accumulation``, ``skip_empty_tiles``, ``crop_to_body``) default to None: the value of ``quality``'s
+    preset (:data:`QUALITY_SETTINGS`; for FAST the values below). After construction they hold the
+    value in use.
+
     Attributes:
         device: ``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N``.
+        quality: the preset, ``fast`` (default) or ``paper`` (what the paper's numbers used); see
+            :class:`Quality`.
         overlap: sliding-window overlap between neighbouring tiles, in [0, 1).
         use_tta: mirroring test-time augmentation over the three axes (8x slower, slightly better).
         structures: names (or label values) of the structures to keep; None keeps all. Others become
@@ -52,20 +106,22 @@ class SegmentOptions:
     """
 
     device: str = "auto"
-    overlap: float = 0.5
-    use_tta: bool = False
+    quality: Quality = Quality.FAST
+    overlap: float | None = None
+    use_tta: bool | None = None
     structures: tuple[str, ...] | None = None
     keep_largest_component: bool = False
     orientation: str | None = None
-    precision: Precision = Precision.AUTO
+    precision: Precision | None = None
     batch_size: int = 1
-    accumulation: Accumulation = Accumulation.FLOAT16
-    skip_empty_tiles: bool = True
-    crop_to_body: bool = True
+    accumulation: Accumulation | None = None
+    skip_empty_tiles: bool | None = None
+    crop_to_body: bool | None = None
     series_uid: str | None = None
     check_modality: bool = True
 
     def __post_init__(self) -> None:
+        self._apply_quality()
         if isinstance(self.structures, str):  # "liver,spleen" rather than ("liver", "spleen")
             object.__setattr__(self, "structures", tuple(self.structures.split(",")))
         if self.structures is not None:
@@ -76,6 +132,24 @@ class SegmentOptions:
         object.__setattr__(self, "precision", config.precision)
         object.__setattr__(self, "accumulation", config.accumulation)
 
+    def _apply_quality(self) -> None:
+        """Fill the options left None from the preset; refuse an explicit one that leaves the paper's."""
+        try:
+            quality = Quality(self.quality)
+        except ValueError:
+            choices = ", ".join(q.value for q in Quality)
+            raise UnetrppError(f"quality must be one of {choices}, got {self.quality!r}") from None
+        object.__setattr__(self, "quality", quality)
+        for name, preset in QUALITY_SETTINGS[quality].items():
+            value = getattr(self, name)
+            if value is None:
+                object.__setattr__(self, name, preset)
+            elif quality is Quality.PAPER and _normalised(name, value) != preset:
+                raise UnetrppError(
+                    f"the paper preset runs {name}={_shown(preset)}, not {_shown(value)}: leave {name} out, "
+                    "or use quality 'fast' to choose it"
+                )
+
     def sliding_window_config(self) -> SlidingWindowConfig:
         return SlidingWindowConfig(
             overlap=self.overlap,
@@ -85,6 +159,20 @@ class SegmentOptions:
             accumulation=self.accumulation,
             skip_empty_tiles=self.skip_empty_tiles,
         )
+
+
+def _normalised(name: str, value: Any) -> Any:
+    """``value`` in the preset's type, so that "fp32" equals Precision.FP32 and 0.5 equals 0.50."""
+    kinds = {"precision": Precision, "accumulation": Accumulation, "overlap": float, "use_tta": bool}
+    kind = kinds.get(name, bool)
+    try:
+        return kind(value)
+    except ValueError:
+        return value  # not a valid value at all: the sliding-window check names it
+
+
+def _shown(value: Any) -> str:
+    return str(value.value if isinstance(value, enum.Enum) else value)
 
 
 @dataclass(frozen=True)

@@ -80,6 +80,7 @@ def card_for(
             "storage orientation are brought to it."
         ),
         plans=result.plans,
+        mirror_axes_zyx=config.mirror_axes_zyx,  # what test-time mirroring may use
         licence=licence,
         notes=" ".join(part for part in (notes, recipe) if part),
     )
@@ -107,8 +108,15 @@ def save_trained_model(
     return save_model(path, network, card, overwrite=overwrite)
 
 
-def annotate_model(path: str | Path, *, notes: str | None = None, paper_accuracy: str | None = None) -> Path:
-    """Replace the ``notes`` and/or ``paper_accuracy`` of the card inside a ``.unetrpp`` file in place.
+def annotate_model(
+    path: str | Path,
+    *,
+    notes: str | None = None,
+    paper_accuracy: str | None = None,
+    mirror_axes_zyx: tuple[int, ...] | None = None,
+) -> Path:
+    """Replace the ``notes``, ``paper_accuracy`` and/or ``mirror_axes_zyx`` of the card inside a
+    ``.unetrpp`` file in place (a field given as None is kept).
 
     The tensors are copied bit for bit (read and written with safetensors, never through a network),
     so e.g. held-out scores measured after training can be recorded without touching the weights.
@@ -123,7 +131,8 @@ def annotate_model(path: str | Path, *, notes: str | None = None, paper_accuracy
     path = Path(path)
     metadata = read_metadata(path)
     card = ModelCard.from_dict(json.loads(metadata["card"]))
-    changes = {k: v for k, v in (("notes", notes), ("paper_accuracy", paper_accuracy)) if v is not None}
+    given = (("notes", notes), ("paper_accuracy", paper_accuracy), ("mirror_axes_zyx", mirror_axes_zyx))
+    changes = {k: v for k, v in given if v is not None}
     metadata = {**metadata, "card": json.dumps(dataclasses.replace(card, **changes).to_dict())}
     tensors = load_file(str(path))
     with atomic_output(path) as temporary:
