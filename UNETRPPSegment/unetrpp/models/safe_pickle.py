@@ -10,6 +10,9 @@ while loading (``os.system`` via ``__reduce__``), so both are read with allow-li
 * ``load_plain_pickle(path)`` uses an ``Unpickler`` whose ``find_class`` accepts only builtin
   containers and scalars, ``collections.OrderedDict``/``defaultdict`` and the same numpy
   reconstruction functions. Anything else stops the load before the named object is even looked up.
+  Plain data can still be a memory bomb (``bytes(4_000_000_000)`` is 26 bytes of pickle), so every
+  allowed constructor that allocates in proportion to its arguments charges one budget per file, and
+  ``numpy.ndarray`` can only be rebuilt through ``_reconstruct``, which charges the array's size.
 
 Files written with numpy 1.x name ``numpy.core.multiarray``; numpy 2.x renamed it ``numpy._core``.
 Both spellings are accepted and mapped onto the functions of the numpy that is installed, without
@@ -102,11 +105,67 @@ for _module in ("numpy.core.numeric", "numpy._core.numeric"):
     _PLAIN_GLOBALS[f"{_module}._frombuffer"] = _numeric._frombuffer
 
 
+# A plans pickle is a few kilobytes; these bounds are far above any real one.
+_MAX_PICKLE_BYTES = 64 << 20
+_MAX_ALLOCATED_BYTES = 256 << 20
+_SIZED_CONSTRUCTORS = ("bytes", "bytearray", "list", "tuple", "set", "frozenset")
+_NDARRAY = object()  # stands for numpy.ndarray: an argument of _reconstruct, never a callable
+
+
+class _Budget:
+    """Bytes the constructors of one pickle may still allocate; exceeding it refuses the file."""
+
+    def __init__(self, source: Path) -> None:
+        self._source = source
+        self._left = _MAX_ALLOCATED_BYTES
+
+    def charge(self, nbytes: int, what: str) -> None:
+        self._left -= max(int(nbytes), 0)
+        if self._left < 0:
+            raise UnsafeCheckpointError(
+                f"refused to load {self._source}: it asks for more than {_MAX_ALLOCATED_BYTES >> 20} MB of "
+                f"memory ({what}), which no plans file needs (a tampered or damaged file; nothing was run)"
+            )
+
+    def sized(self, constructor: type) -> Any:
+        """``constructor`` charging what its arguments make it allocate (``bytes(N)``, ``list(range(N))``)."""
+
+        def build(*args: Any) -> Any:
+            for arg in args:
+                if isinstance(arg, int):
+                    self.charge(arg, f"{constructor.__name__}({arg})")
+                elif isinstance(arg, (range, str, bytes, bytearray, list, tuple, set, frozenset, dict)):
+                    self.charge(len(arg) * 8, f"{constructor.__name__} of {len(arg)} items")
+            return constructor(*args)
+
+        return build
+
+    def reconstruct(self, cls: Any, shape: Any, dtype: Any) -> Any:
+        """numpy's ``_reconstruct``, charging the array it creates."""
+        if cls is not _NDARRAY:
+            raise UnsafeCheckpointError(f"refused to load {self._source}: it rebuilds an array of {cls!r}")
+        count = 1
+        for size in shape if isinstance(shape, tuple) else (shape,):
+            count *= int(size)
+        self.charge(count * np.dtype(dtype).itemsize, f"an array of shape {shape}")
+        return _multiarray._reconstruct(np.ndarray, shape, dtype)
+
+    def scalar(self, dtype: np.dtype, *args: Any) -> Any:
+        self.charge(dtype.itemsize, f"a scalar of {dtype.itemsize} bytes")
+        return _multiarray.scalar(dtype, *args)
+
+
 class _PlainDataUnpickler(pickle.Unpickler):
     def __init__(self, file: io.BufferedIOBase, source: Path) -> None:
         super().__init__(file)
         self._source = source
-        self._allowed = {**_PLAIN_GLOBALS, **_numpy_globals()}
+        budget = _Budget(source)
+        self._allowed = {**_PLAIN_GLOBALS, **_numpy_globals(), "numpy.ndarray": _NDARRAY}
+        for name in _SIZED_CONSTRUCTORS:
+            self._allowed[f"builtins.{name}"] = budget.sized(_PLAIN_GLOBALS[f"builtins.{name}"])
+        for module in _MULTIARRAY_MODULES:
+            self._allowed[f"{module}._reconstruct"] = budget.reconstruct
+            self._allowed[f"{module}.scalar"] = budget.scalar
 
     def find_class(self, module: str, name: str) -> Any:
         # Protocol 2 writes Python 2 names (__builtin__.set); map them as pickle's own find_class does.
@@ -127,10 +186,15 @@ def load_plain_pickle(path: str | Path) -> Any:
 
     Raises:
         UnsafeCheckpointError: the pickle references any other callable (it is refused before that
-            callable is imported or run).
-        CheckpointError: the file is not a pickle or is truncated.
+            callable is imported or run), or asks its constructors for more memory than plans need.
+        CheckpointError: the file is not a pickle, is truncated, or is far too large.
     """
     path = Path(path)
+    size = path.stat().st_size
+    if size > _MAX_PICKLE_BYTES:
+        raise CheckpointError(
+            f"{path} is {size >> 20} MB; a plans pickle has a few kilobytes (not a plans file)"
+        )
     try:
         with path.open("rb") as file:
             return _PlainDataUnpickler(file, path).load()
@@ -144,6 +208,9 @@ def load_plain_pickle(path: str | Path) -> Any:
         AttributeError,
         IndexError,
         KeyError,
+        MemoryError,
+        RecursionError,
+        OverflowError,
     ) as e:
         raise CheckpointError(
             f"{path} is not a readable plans pickle (truncated or another format): {e}"
