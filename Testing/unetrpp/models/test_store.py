@@ -580,3 +580,26 @@ def test_a_killed_download_leaves_only_resumable_files_and_the_next_run_resumes(
     assert store.download(card).read_bytes() == data
     assert server.requests_for("/w.model")[-1].headers["Range"] == f"bytes={kept}-"
     assert sorted(p.name for p in folder.iterdir()) == ["model_final_checkpoint.model", "record.json"]
+
+
+def test_a_zip_with_a_bad_crc_is_refused_in_one_line(official_checkpoint, home, tmp_path):
+    wrapped = bytearray(_wrap_in_zip(official_checkpoint, tmp_path / "weights.zip").read_bytes())
+    wrapped[len(wrapped) // 2] ^= 0xFF  # inside the stored checkpoint member
+    damaged = tmp_path / "damaged.zip"
+    damaged.write_bytes(bytes(wrapped))
+    with pytest.raises(CheckpointError, match=r"damaged\.zip is a damaged zip file \(Bad CRC-32") as refused:
+        store.import_weights(damaged, _tiny_card("tiny"))
+    assert "\n" not in str(refused.value)
+    assert not (home / "models" / "tiny").exists()
+
+
+def test_a_zip_bomb_is_refused_before_anything_is_extracted(home, tmp_path, monkeypatch):
+    bomb = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(bomb, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        with archive.open("fold_0/model_final_checkpoint.model", "w") as member:
+            for _ in range(64):
+                member.write(bytes(1 << 20))  # 64 MB of zeros in about 64 kB
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "no-such-tmp"))  # nothing may go to a temporary folder
+    with pytest.raises(CheckpointError, match=r"would expand from 0\.1 MB to 67 MB.*nothing was extracted"):
+        store.import_weights(bomb, _tiny_card("tiny"))
+    assert not (home / "models" / "tiny").exists()

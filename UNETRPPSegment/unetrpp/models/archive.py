@@ -4,6 +4,12 @@ Sharing services (and the authors' early releases) sometimes hand out ``somethin
 ``model_final_checkpoint.model`` (and maybe its ``.model.pkl``). A PyTorch checkpoint is itself a zip,
 so the two are told apart by content: a PyTorch archive has a ``data.pkl`` record; a wrapper holds a
 ``*.model`` member.
+
+A zip can declare a member far larger than itself (a "zip bomb": 1 MB of zeros that expands to 1 GB and
+fills the disk). Checkpoints hardly compress (float weights), so a member is refused before anything is
+extracted when it would expand more than ``_MAX_EXPANSION`` times beyond a small allowance, or beyond
+``_MAX_MEMBER_BYTES``; the zip reader never writes more than the declared size. A damaged member (bad
+CRC) is a one-line error too.
 """
 
 from __future__ import annotations
@@ -14,9 +20,14 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+from unetrpp.errors import CheckpointError
+
 __all__ = ["is_torch_archive", "checkpoint_member", "extract_checkpoint"]
 
 _CHECKPOINT_SUFFIX = ".model"
+_MAX_MEMBER_BYTES = 8 << 30  # the largest official checkpoint (lung) is well under 2 GB
+_MAX_EXPANSION = 20
+_SMALL_MEMBER_BYTES = 16 << 20  # small files (plans pickles) may compress well
 
 
 def is_torch_archive(path: str | Path) -> bool:
@@ -58,14 +69,28 @@ def extract_checkpoint(archive_path: str | Path, target: str | Path) -> Path | N
             wanted = [(member, target)]
             if member + ".pkl" in names:
                 wanted.append((member + ".pkl", target.with_name(target.name + ".pkl")))
+            for name, _ in wanted:
+                _check_expansion(archive_path, archive.getinfo(name))
             for name, destination in wanted:
                 handle, temporary = tempfile.mkstemp(prefix=f".{destination.name}.", dir=destination.parent)
+                extracted.append((temporary, destination))
                 with archive.open(name) as source, os.fdopen(handle, "wb") as sink:
                     shutil.copyfileobj(source, sink, 1 << 20)
-                extracted.append((temporary, destination))
         for temporary, destination in extracted:
             os.replace(temporary, destination)
+    except (zipfile.BadZipFile, EOFError, NotImplementedError) as error:
+        raise CheckpointError(f"{archive_path} is a damaged zip file ({error}); download it again") from error
     finally:
         for temporary, _ in extracted:
             Path(temporary).unlink(missing_ok=True)
     return target
+
+
+def _check_expansion(archive_path: Path, info: zipfile.ZipInfo) -> None:
+    """Refuse a member that would expand absurdly (a zip bomb) before extracting anything."""
+    allowed = min(_MAX_MEMBER_BYTES, max(_SMALL_MEMBER_BYTES, _MAX_EXPANSION * info.compress_size))
+    if info.file_size > allowed:
+        raise CheckpointError(
+            f"{archive_path}: '{info.filename}' would expand from {info.compress_size / 1e6:.1f} MB to "
+            f"{info.file_size / 1e6:.0f} MB, which no checkpoint does (a zip bomb?); nothing was extracted"
+        )
