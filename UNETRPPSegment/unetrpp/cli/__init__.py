@@ -53,10 +53,25 @@ def build_parser(json_errors: bool = False) -> argparse.ArgumentParser:
     return parser
 
 
-def _asks_for_json_progress(argv: Sequence[str]) -> bool:
-    """Whether the raw command line says ``--progress json`` (read before parsing, which may fail)."""
-    pairs = zip(argv, [*argv[1:], ""])
-    return any(word == "--progress=json" or (word, after) == ("--progress", "json") for word, after in pairs)
+def _asks_for_json_progress(parser: argparse.ArgumentParser, argv: Sequence[str]) -> bool:
+    """Whether the command line sets ``--progress json`` as argparse will read it, found before parsing
+    (which may fail): ``--progress json``, ``--progress=json`` or a unique prefix of the subcommand's
+    options (``--prog json``); the last one counts, and nothing after ``--`` is an option."""
+    commands = next(a.choices for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    command, options, value = None, [], None
+    words = list(argv)
+    for index, word in enumerate(words):
+        if word == "--":
+            break
+        if command is None and word in commands:  # before it only the exact --progress counts
+            command = word
+            options = [o for a in commands[word]._actions for o in a.option_strings if o.startswith("--")]
+            continue
+        name, equals, inline = word.partition("=")
+        matches = [option for option in options if option.startswith(name)] if len(name) > 2 else []
+        if name == "--progress" or matches == ["--progress"]:
+            value = inline if equals else (words[index + 1] if index + 1 < len(words) else None)
+    return value == "json"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -76,7 +91,8 @@ def _run(argv: list[str]) -> int:
     from unetrpp.errors import Cancelled, UnetrppError
     from unetrpp.events import ErrorEvent, JsonLinesEmitter
 
-    parser = build_parser(json_errors=_asks_for_json_progress(argv))
+    parser = build_parser()
+    parser = build_parser(json_errors=True) if _asks_for_json_progress(parser, argv) else parser
     args = parser.parse_args(argv)
     logging.basicConfig(
         stream=sys.stderr,
