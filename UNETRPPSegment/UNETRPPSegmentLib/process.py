@@ -17,14 +17,17 @@ import contextlib
 import enum
 import json
 import logging
+import math
 import os
 import queue
+import re
 import subprocess
 import threading
 import time
+import types
+import typing
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import fields
-from typing import IO
+from typing import IO, Any
 
 from unetrpp.events import ErrorEvent, Event, ProgressEvent, ResultEvent, StageEvent, WarningEvent
 
@@ -35,9 +38,14 @@ logger = logging.getLogger(__name__)
 _EVENT_TYPES: dict[str, type[Event]] = {
     cls.kind: cls for cls in (StageEvent, ProgressEvent, WarningEvent, ResultEvent, ErrorEvent)
 }
+# Each event field's type, to check what a child sends before the GUI computes with it.
+_FIELD_TYPES: dict[type[Event], dict[str, Any]] = {
+    cls: typing.get_type_hints(cls) for cls in _EVENT_TYPES.values()
+}
 _STDOUT, _STDERR = "stdout", "stderr"
 _PIPE_GRACE_SECONDS = 2.0
-_CLI_ERROR_PREFIX = "unetrpp: error: "
+# How the unetrpp CLI starts its one-line errors: "unetrpp: error: " or "unetrpp segment: error: " (argparse).
+_CLI_ERROR_PREFIX = re.compile(r"^unetrpp(?: [\w-]+)*: error: ")
 
 
 class RunState(enum.Enum):
@@ -66,11 +74,36 @@ def event_from_json(line: str) -> Event | None:
     cls = _EVENT_TYPES.get(str(data.get("event")))
     if cls is None:
         return None
-    known = {f.name for f in fields(cls)}
+    types_by_name = _FIELD_TYPES[cls]
+    values = {key: value for key, value in data.items() if key in types_by_name}
+    if not all(_fits(value, types_by_name[key]) for key, value in values.items()):
+        return None  # e.g. "done": "3": the GUI would fail computing with it, so it is only log text
     try:
-        return cls(**{key: value for key, value in data.items() if key in known})
+        return cls(**values)
     except TypeError:  # a required field is missing: treat the line as plain log text
         return None
+
+
+def _fits(value: object, hint: Any) -> bool:
+    """Whether a JSON value fits an event field's type; numbers (counts, seconds) must also be finite
+    and not negative, and a bool is not a number."""
+    origin, arguments = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, argument) for argument in arguments)
+    if hint is Any:
+        return True
+    if hint is type(None):
+        return value is None
+    if hint in (int, float):
+        number = isinstance(value, (int,) if hint is int else (int, float)) and not isinstance(value, bool)
+        return number and math.isfinite(value) and value >= 0
+    if origin is list:
+        return isinstance(value, list) and all(_fits(item, arguments[0]) for item in value)
+    if origin is dict:
+        return isinstance(value, dict) and all(
+            _fits(key, arguments[0]) and _fits(item, arguments[1]) for key, item in value.items()
+        )
+    return isinstance(value, hint)
 
 
 def kill_process_tree(pid: int, timeout_seconds: float = 2.0) -> bool:
@@ -262,4 +295,4 @@ class ProcessRunner:
             fallback = f"{self.command[0]} exited with status {returncode}"
             line = self._last_stderr_line
             # The unetrpp CLI prefixes its one-line errors; the caller shows the message itself.
-            self.error_message = line.removeprefix(_CLI_ERROR_PREFIX) if line else fallback
+            self.error_message = _CLI_ERROR_PREFIX.sub("", line) if line else fallback
