@@ -147,3 +147,48 @@ def test_unreadable_files_are_rejected(tmp_path: Path, content: bytes | None, fr
         load_model_file(path)
 
     assert fragment in str(info.value)
+
+
+def _crafted(tmp_path: Path, edit) -> Path:
+    """A valid tiny ``.unetrpp`` file whose metadata ``edit(metadata)`` changed, as an attacker could."""
+    network = tiny_network("synapse")
+    network.deep_supervision = False
+    source = save_model(tmp_path / "good.unetrpp", network, tiny_card(network))
+    with safe_open(str(source), framework="pt") as file:
+        metadata = dict(file.metadata())
+        tensors = {key: file.get_tensor(key) for key in file.keys()}  # noqa: SIM118 (a safetensors handle, not a dict)
+    edit(metadata)
+    crafted = tmp_path / "crafted.unetrpp"
+    save_file(tensors, str(crafted), metadata=metadata)
+    return crafted
+
+
+def _set(key: str, change):
+    def edit(metadata: dict[str, str]) -> None:
+        value = json.loads(metadata[key])
+        change(value)
+        metadata[key] = json.dumps(value)
+
+    return edit
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda m: m.update(aliases="[]"), "'aliases' metadata is not a mapping"),
+        (lambda m: m.update(aliases='"x"'), "'aliases' metadata is not a mapping"),
+        (_set("network", lambda n: n.update(feature_size=4096)), "does not fit the 'synapse' network"),
+        (
+            _set("card", lambda c: c["plans"].update(target_spacing_zyx=[0.004, 0.003, 0.003])),
+            "target spacing .* is below 0.1 mm",
+        ),
+        (_set("card", lambda c: c["plans"].update(num_classes=9)), "plans have 9 classes"),
+        (_set("card", lambda c: c["labels"].append([200, "extra"])), "card labels go up to 200"),
+    ],
+    ids=["aliases-list", "aliases-string", "feature-size-4096", "spacing-4-microns", "classes", "label-200"],
+)
+def test_crafted_model_files_are_refused_in_one_line(tmp_path: Path, edit, message: str) -> None:
+    crafted = _crafted(tmp_path, edit)
+    with pytest.raises(CheckpointError, match=message) as refused:
+        load_model_file(crafted)
+    assert "\n" not in str(refused.value) and str(crafted) in str(refused.value)

@@ -595,10 +595,12 @@ def test_a_zip_with_a_bad_crc_is_refused_in_one_line(official_checkpoint, home, 
 
 def test_a_zip_bomb_is_refused_before_anything_is_extracted(home, tmp_path, monkeypatch):
     bomb = tmp_path / "bomb.zip"
-    with zipfile.ZipFile(bomb, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-        with archive.open("fold_0/model_final_checkpoint.model", "w") as member:
-            for _ in range(64):
-                member.write(bytes(1 << 20))  # 64 MB of zeros in about 64 kB
+    with (
+        zipfile.ZipFile(bomb, "w", compression=zipfile.ZIP_DEFLATED) as archive,
+        archive.open("fold_0/model_final_checkpoint.model", "w") as member,
+    ):
+        for _ in range(64):
+            member.write(bytes(1 << 20))  # 64 MB of zeros in about 64 kB
     monkeypatch.setenv("TMPDIR", str(tmp_path / "no-such-tmp"))  # nothing may go to a temporary folder
     with pytest.raises(CheckpointError, match=r"would expand from 0\.1 MB to 67 MB.*nothing was extracted"):
         store.import_weights(bomb, _tiny_card("tiny"))

@@ -14,9 +14,10 @@ Its string metadata carries:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,15 +40,19 @@ logger = logging.getLogger(__name__)
 FORMAT = "unetrpp"
 FORMAT_VERSION = 1
 SUFFIX = ".unetrpp"
+_MIN_SPACING_MM = 0.1  # finer than any CT or MR training grid
 
 
 def _check_consistent(network: UNETRPP, card: ModelCard) -> None:
-    """A file whose card contradicts its network would segment wrongly later; refuse to write it."""
+    """A file whose card contradicts its network would segment wrongly later; refuse to write or read it."""
     config = network.config
     plans = card.plans
     if plans is None:
         raise CheckpointError(f"model card {card.name!r} has no plans; a {SUFFIX} file must carry them")
     problems = []
+    if min(plans.target_spacing_zyx) < _MIN_SPACING_MM:
+        # Resampling a scan to such a grid would ask for petabytes.
+        problems.append(f"target spacing {plans.target_spacing_zyx} mm is below {_MIN_SPACING_MM} mm")
     if plans.num_classes != config.out_channels:
         problems.append(f"plans have {plans.num_classes} classes, the network {config.out_channels} outputs")
     if card.num_classes > config.out_channels:
@@ -165,6 +170,15 @@ def _json_field(metadata: Mapping[str, str], key: str, path: Path) -> Any:
         raise CheckpointError(f"{path}: the '{key}' metadata is not valid JSON ({e})") from e
 
 
+@contextlib.contextmanager
+def _naming(path: Path) -> Iterator[None]:
+    """Prefix a checkpoint error with the file it is about."""
+    try:
+        yield
+    except CheckpointError as error:
+        raise type(error)(f"{path}: {error}") from error
+
+
 def load_model_file(path: str | Path) -> LoadedModel:
     """Load a ``.unetrpp`` file into a ready network (eval mode, deep supervision off).
 
@@ -179,20 +193,30 @@ def load_model_file(path: str | Path) -> LoadedModel:
     try:
         card = ModelCard.from_dict(_json_field(metadata, "card", path))
         config = NetworkConfig.from_dict(_json_field(metadata, "network", path))
-    except (TypeError, ValueError, KeyError) as e:
+        # On the meta device first: a crafted description (feature size 4096) costs nothing until the
+        # file's own tensors prove that the network is that large.
+        with torch.device("meta"):
+            described = UNETRPP(config)
+    except (TypeError, ValueError, KeyError, AttributeError, RuntimeError) as e:
         raise CheckpointError(f"{path}: its card or network description is invalid ({e})") from e
     if card.plans is None:
         raise CheckpointError(f"{path}: its model card has no plans (preprocessing) to run it with")
+    with _naming(path):
+        _check_consistent(described, card)
+    aliases = _json_field(metadata, "aliases", path)
+    if not isinstance(aliases, dict) or not all(isinstance(v, str) for v in aliases.values()):
+        raise CheckpointError(f"{path}: the 'aliases' metadata is not a mapping of tensor names")
     try:
         state_dict = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as e:
         raise CheckpointError(f"{path} is truncated or corrupt ({e}); copy or download it again") from e
-    for alias, stored in _json_field(metadata, "aliases", path).items():
+    for alias, stored in aliases.items():
         if stored not in state_dict:
             raise CheckpointError(f"{path}: alias {alias!r} points to missing tensor {stored!r}")
         state_dict[alias] = state_dict[stored]
+    with _naming(path):
+        check_state_dict(described, state_dict)
     network = UNETRPP(config)
-    check_state_dict(network, state_dict)
     network.load_state_dict(state_dict, strict=True)
     network.deep_supervision = False
     network.eval()
