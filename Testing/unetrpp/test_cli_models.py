@@ -163,6 +163,12 @@ def test_import_of_a_checkpoint_of_other_sizes_is_refused_in_one_line(capsys, of
     assert not (home / "models" / "synapse").exists()
 
 
+def test_verify_of_the_bundled_demo_compares_the_pinned_checksum(capsys):
+    assert main(["models", "verify", "demo"]) == 0
+    out = capsys.readouterr().out
+    assert find_card("demo").weights[0].sha256 in out and "pinned in the model card" in out
+
+
 def test_download_of_installed_model_reports_json_result_and_nothing_else(tiny_model, home):
     store.import_weights(tiny_model, "synapse")
     code = (

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import hashlib
 import subprocess
 import sys
 
@@ -11,7 +12,14 @@ import pytest
 from unetrpp.errors import ModelNotFoundError
 from unetrpp.labels.terminology import structures_for
 from unetrpp.models.cards import ModelCard, NormalizationScheme
-from unetrpp.models.registry import BUNDLED_SCHEME, card_names, card_with_model_file, find_card, list_cards
+from unetrpp.models.registry import (
+    BUNDLED_SCHEME,
+    bundled_file,
+    card_names,
+    card_with_model_file,
+    find_card,
+    list_cards,
+)
 from unetrpp.network.config import VARIANTS
 from vendored_data import data_path
 
@@ -107,6 +115,14 @@ def test_demo_card_points_at_the_packaged_model_file():
     (source,) = card.weights
     assert source.url == BUNDLED_SCHEME + "unetrpp/data/models/demo.unetrpp"
     assert source.format == "unetrpp" and source.filename == "demo.unetrpp"
+
+
+def test_the_demo_card_pins_the_size_and_sha256_of_its_bundled_file():
+    # Regenerating demo.unetrpp means updating its pin in models.json: `models verify demo` compares them.
+    card = find_card("demo")
+    path = bundled_file(card)
+    assert card.weights[0].size_bytes == path.stat().st_size
+    assert card.weights[0].sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def test_bundled_card_takes_labels_plans_and_network_from_its_model_file(tmp_path):
