@@ -13,7 +13,7 @@ import argparse
 import sys
 import time
 
-from unetrpp.cli.terminal import TerminalProgress, positive_float
+from unetrpp.cli.terminal import TerminalProgress, positive_float, print_warnings
 from unetrpp.events import EventCallback, JsonLinesEmitter, ResultEvent
 
 __all__ = ["add_parser", "run"]
@@ -43,7 +43,14 @@ def run(args: argparse.Namespace) -> int:
     from unetrpp.models import store
 
     bar = TerminalProgress(unit="B") if args.progress == "bar" else None
-    on_event: EventCallback | None = JsonLinesEmitter(sys.stdout) if args.progress == "json" else bar
+    # --progress none still prints warnings (such as "trusted on first use").
+    on_event: EventCallback = (
+        JsonLinesEmitter(sys.stdout)
+        if args.progress == "json"
+        else bar
+        if bar is not None
+        else print_warnings
+    )
     started = time.perf_counter()
     try:
         path = store.download(args.name, on_event=on_event, timeout=args.timeout, force=args.force)
