@@ -192,7 +192,27 @@ def read_label_map(path: str | Path) -> tuple[sitk.Image, dict[int, str]]:
         ) from error
     if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
         raise InputImageError(f"{path} is not a 3D single-component label map")
+    _check_label_values(image, path)
     return image, {}
+
+
+def _check_label_values(image: sitk.Image, path: Path) -> None:
+    """Refuse what cannot be a label map: an image (a CT given as the truth, say) would otherwise be
+    scored as hundreds of "structures" such as ``label -1000``. Whole-valued float maps are labels too."""
+    values = sitk.GetArrayViewFromImage(image)
+    if not np.issubdtype(values.dtype, np.integer) and not (
+        np.isfinite(values).all() and np.array_equal(values, np.round(values))
+    ):
+        raise InputImageError(
+            f"{path} is not a label map: it holds non-whole {image.GetPixelIDTypeAsString()} values; "
+            "give a segmentation, not an image"
+        )
+    lowest = values.min()
+    if lowest < 0:
+        raise InputImageError(
+            f"{path} is not a label map: it holds negative values (down to {lowest:g}); "
+            "give a segmentation, not an image"
+        )
 
 
 def _on_grid(prediction: sitk.Image, truth: sitk.Image, names: tuple[str, str]) -> sitk.Image:
@@ -248,11 +268,18 @@ def evaluate_case(
 
 
 def _files(folder: Path) -> dict[str, Path]:
-    return {
-        case_name(p): p
-        for p in sorted(folder.iterdir())
-        if p.is_file() and not p.name.startswith(".") and p.name.lower().endswith(_ENDINGS)
-    }
+    """The segmentation files of a folder by case name; two files of one case are refused, since
+    picking one would score a case against a file the user did not mean."""
+    files: dict[str, Path] = {}
+    for path in sorted(folder.iterdir()):
+        if path.is_file() and not path.name.startswith(".") and path.name.lower().endswith(_ENDINGS):
+            earlier = files.setdefault(case_name(path), path)
+            if earlier != path:
+                raise InputImageError(
+                    f"{folder} holds two files for case {case_name(path)!r} ({earlier.name}, {path.name}); "
+                    "keep one of them there"
+                )
+    return files
 
 
 def evaluate(
