@@ -67,17 +67,22 @@ def test_weights_installed_answers_false_for_an_empty_store_and_unknown_models(t
 def test_weights_installed_answers_true_for_imported_and_bundled_weights(tmp_path, monkeypatch):
     # The panel offers a download exactly when this is False (UNETRPPSegment.py), so the True answer
     # matters as much: weights imported into the store, and the demo model that ships with the package.
+    import dataclasses
+
     import torch
-    from unetrpp.models import store
+    from unetrpp.models import save_model, store
+    from unetrpp.models.registry import find_card
     from unetrpp.network import build_network
 
     monkeypatch.setenv("UNETRPP_HOME", str(tmp_path / "home"))
     assert dependencies.weights_installed("synapse") is False
     torch.manual_seed(0)
     network = build_network("synapse", patch_size=(16, 32, 32), feature_size=4, deep_supervision=False)
-    checkpoint = tmp_path / "model_final_checkpoint.model"
-    torch.save({"state_dict": network.state_dict()}, checkpoint)
-    store.import_weights(checkpoint, "synapse")
+    # A network smaller than the synapse card's installs only as a .unetrpp file (it carries its own
+    # architecture); an official checkpoint must have the card's sizes.
+    synapse = find_card("synapse")
+    card = dataclasses.replace(synapse, plans=dataclasses.replace(synapse.plans, patch_size_zyx=(16, 32, 32)))
+    store.import_weights(save_model(tmp_path / "tiny.unetrpp", network, card), "synapse")
     assert dependencies.weights_installed("synapse") is True
     assert dependencies.weights_installed("acdc") is False  # only the model that was imported
     assert dependencies.weights_installed("demo") is True  # bundled: nothing to download
