@@ -15,6 +15,7 @@ __all__ = [
     "UnsafeCheckpointError",
     "DownloadError",
     "OutputExistsError",
+    "DicomSegError",
     "Cancelled",
 ]
 
@@ -49,6 +50,10 @@ class DownloadError(UnetrppError):
 
 class OutputExistsError(UnetrppError):
     """The output file or node exists and overwriting was not asked for."""
+
+
+class DicomSegError(UnetrppError):
+    """The source series cannot carry a DICOM Segmentation (not one plain stack of single-frame images)."""
 
 
 class Cancelled(UnetrppError):

@@ -77,6 +77,7 @@ class ResultEvent(Event):
     output: str
     structures: list[dict[str, Any]] = field(default_factory=list)
     elapsed_seconds: float = 0.0
+    dicom_seg: str | None = None  # the DICOM SEG written beside the .seg.nrrd (segment --dicom-seg)
     kind = "result"
 
 

@@ -13,8 +13,8 @@ def add_parser(subparsers) -> None:
         "evaluate",
         help="Dice and HD95 per structure of predictions against ground truth",
         description="Compare predicted segmentations with ground truth: two files, or two folders whose "
-        "files pair by case name. Label maps (NIfTI, NRRD, MHA) or Slicer .seg.nrrd files; the prediction "
-        "must be on the ground truth's voxel grid.",
+        "files pair by case name. Label maps (NIfTI, NRRD, MHA), Slicer .seg.nrrd files or DICOM SEG files "
+        "(.dcm, segments paired by name); the prediction must be on the ground truth's voxel grid.",
     )
     parser.add_argument("prediction", type=Path, help="predicted segmentation file or folder")
     parser.add_argument("truth", type=Path, help="ground-truth segmentation file or folder")

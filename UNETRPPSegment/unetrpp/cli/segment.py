@@ -27,10 +27,12 @@ CT model given an MR or an image not in Hounsfield units, an MR model given a CT
 organ table. ``--force-modality`` skips that check. Without ``--progress json`` every warning is one line
 ``unetrpp: warning: ...`` on stderr, whatever ``--progress`` says.
 
-``result``: the last line of a successful run (exit status 0); one entry per written structure::
+``result``: the last line of a successful run (exit status 0); one entry per written structure;
+``dicom_seg`` is the DICOM SEG written with ``--dicom-seg`` (else null)::
 
     {"event": "result", "output": "/abs/or/relative/out.seg.nrrd", "elapsed_seconds": 41.2,
-     "structures": [{"label_value": 1, "name": "spleen", "voxels": 12345, "volume_ml": 98.7}, ...]}
+     "structures": [{"label_value": 1, "name": "spleen", "voxels": 12345, "volume_ml": 98.7}, ...],
+     "dicom_seg": "/abs/or/relative/out.dcm"}
 
 ``error``: the last line of a failed run; exit status 2 for a problem the user can fix (bad input,
 missing weights, existing output; ``error_type`` is the ``unetrpp.errors`` class name), 1 with any
@@ -45,6 +47,7 @@ Nothing is left half-written: every output file is written under a temporary nam
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -151,6 +154,13 @@ def add_parser(subparsers: Any) -> None:
     )
     parser.add_argument("--labelmap", type=Path, help="also write the label map as an image (.nii.gz, .nrrd)")
     parser.add_argument("--summary", type=Path, help="also write the per-structure volumes as JSON")
+    parser.add_argument(
+        "--dicom-seg",
+        type=Path,
+        metavar="OUT.dcm",
+        help="DICOM folder input: also write a DICOM Segmentation object referencing the source series "
+        '(PACS, OHIF, Slicer DICOM module; needs pip install "unetrpp[dicom]")',
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
     parser.set_defaults(run=run)
 
@@ -204,8 +214,11 @@ def _run(args: argparse.Namespace, emitter: Any) -> int:
 
     bar = TerminalProgress(unit="tile") if args.progress == "bar" else None
     on_event = emitter if emitter is not None else bar if bar is not None else print_warnings
+    dicom_source, dicom_problem = _dicom_seg_source(args, on_event)
+    held: list[Any] = []  # with --dicom-seg the result event waits until the SEG is written
+    forward = on_event if dicom_source is None else _holding_result(on_event, held)
     try:
-        result = segment(inputs, args.model, output, options, on_event=on_event, overwrite=args.overwrite)
+        result = segment(inputs, args.model, output, options, on_event=forward, overwrite=args.overwrite)
     finally:
         if bar is not None:
             bar.close()
@@ -214,10 +227,74 @@ def _run(args: argparse.Namespace, emitter: Any) -> int:
     if args.summary is not None:
         summary = {"inputs": [str(p) for p in inputs], **result.summary()}
         _write_atomically(args.summary, json.dumps(summary, indent=2).encode("utf-8"))
+    if dicom_source is not None:
+        _write_dicom_seg(result, dicom_source, dicom_problem, args)
+        on_event(dataclasses.replace(held[0], dicom_seg=str(args.dicom_seg)))
     if emitter is None:
         print(_table(result.volumes))
         print(f"wrote {result.output}")
+        if dicom_source is not None:
+            print(f"wrote {args.dicom_seg}")
     return 0
+
+
+def _dicom_seg_source(args: argparse.Namespace, on_event: Any) -> tuple[Any, Any]:
+    """``--dicom-seg``: (the source series, a problem that rules the SEG out) or (None, None).
+
+    Usage problems (no highdicom, an existing or unwritable output, an input that is not a DICOM folder)
+    refuse before any work. A series that cannot carry a SEG is a warning now, so the user learns it
+    early; the .seg.nrrd is still written and the run then ends with that error (labels.dicom_seg).
+    """
+    if args.dicom_seg is None:
+        return None, None
+    from unetrpp.errors import DicomSegError
+    from unetrpp.events import WarningEvent
+    from unetrpp.labels import dicom_seg
+    from unetrpp.pipeline.predictor import check_writable_folder
+
+    dicom_seg.require_highdicom()
+    _check_extra_output(args.dicom_seg, args.overwrite)
+    check_writable_folder(args.dicom_seg)
+    source = dicom_seg.find_dicom_source(args.inputs[0], args.series)
+    try:
+        dicom_seg.check_dicom_source(source)
+    except DicomSegError as problem:
+        on_event(WarningEvent(f"{problem}; the .seg.nrrd is still computed and written"))
+        return source, problem
+    return source, None
+
+
+def _holding_result(on_event: Any, held: list[Any]) -> Any:
+    """An event callback that keeps the result event back (in ``held``) and forwards every other."""
+    from unetrpp.events import ResultEvent
+
+    def forward(event: Any) -> None:
+        if isinstance(event, ResultEvent):
+            held.append(event)
+        else:
+            on_event(event)
+
+    return forward
+
+
+def _write_dicom_seg(result: Any, source: Any, problem: Exception | None, args: argparse.Namespace) -> None:
+    """Write the DICOM SEG after the .seg.nrrd; a refusal names the .seg.nrrd that was kept."""
+    from unetrpp.errors import DicomSegError
+    from unetrpp.labels.dicom_seg import write_dicom_seg
+
+    try:
+        if problem is not None:
+            raise problem
+        write_dicom_seg(
+            result.label_map,
+            result.structures,
+            source,
+            args.dicom_seg,
+            model_name=result.model.name,
+            overwrite=args.overwrite,
+        )
+    except DicomSegError as error:
+        raise DicomSegError(f"{error}; wrote {result.output} only") from error
 
 
 def _check_extra_output(path: Path, overwrite: bool) -> None:

@@ -3,6 +3,11 @@
 Inputs are label maps (NIfTI, NRRD, MHA...) or Slicer ``.seg.nrrd`` files, one case each, or folders of
 them paired by case name (the file name without its extension, e.g. ``case_001`` for
 ``case_001.seg.nrrd`` and ``case_001.nii.gz``). The prediction must lie on the truth's voxel grid.
+
+A DICOM SEG (``.dcm``, either side) numbers its segments 1..N, which are not the model's label values,
+so its segments pair by name with the other side's (or the ``--label-set``'s) structures; a name without
+a partner gets a value of its own, so it is scored as missed or spurious rather than against another.
+Against a plain label map without names (and no ``--label-set``) the segment numbers are the values.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ __all__ = [
     "case_name",
 ]
 
-_ENDINGS = (".seg.nrrd", ".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
+_ENDINGS = (".seg.nrrd", ".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".dcm")
 
 
 @dataclass(frozen=True)
@@ -184,6 +189,10 @@ def read_label_map(path: str | Path) -> tuple[sitk.Image, dict[int, str]]:
 
         image, segments = read_seg_nrrd(path)
         return image, {s.label_value: s.name for s in segments}
+    if _is_dicom_seg(path):
+        from unetrpp.labels.dicom_seg import read_dicom_seg
+
+        return read_dicom_seg(path)
     try:
         image = sitk.ReadImage(str(path))
     except RuntimeError as error:
@@ -213,6 +222,34 @@ def _check_label_values(image: sitk.Image, path: Path) -> None:
             f"{path} is not a label map: it holds negative values (down to {lowest:g}); "
             "give a segmentation, not an image"
         )
+
+
+def _is_dicom_seg(path: str | Path) -> bool:
+    return Path(path).name.lower().endswith(".dcm")
+
+
+def _numbered_as(
+    image: sitk.Image, names: dict[int, str], reference: dict[int, str]
+) -> tuple[sitk.Image, dict[int, str]]:
+    """Relabel a DICOM SEG's segment numbers with the values ``reference`` gives the same names."""
+    if not reference:
+        return image, names
+    by_name = {_normal_name(name): value for value, name in reference.items()}
+    spare = max([*reference, *names, 0]) + 1
+    table = np.zeros(max([*names, 0]) + 1, dtype=np.int64)
+    renamed: dict[int, str] = {}
+    for number, name in sorted(names.items()):
+        value = by_name.get(_normal_name(name))
+        if value is None or value in renamed:
+            value, spare = spare, spare + 1
+        table[number], renamed[value] = value, name
+    relabelled = sitk.GetImageFromArray(table[sitk.GetArrayViewFromImage(image)].astype(np.uint16))
+    relabelled.CopyInformation(image)
+    return relabelled, renamed
+
+
+def _normal_name(name: str) -> str:
+    return " ".join(name.replace("_", " ").lower().split())
 
 
 def _on_grid(prediction: sitk.Image, truth: sitk.Image, names: tuple[str, str]) -> sitk.Image:
@@ -255,6 +292,10 @@ def evaluate_case(
     """
     prediction, predicted_names = read_label_map(prediction_path)
     truth, truth_names = read_label_map(truth_path)
+    if _is_dicom_seg(prediction_path):
+        prediction, predicted_names = _numbered_as(prediction, predicted_names, dict(labels or truth_names))
+    if _is_dicom_seg(truth_path):
+        truth, truth_names = _numbered_as(truth, truth_names, dict(labels or predicted_names))
     prediction = _on_grid(prediction, truth, (Path(prediction_path).name, Path(truth_path).name))
     predicted_array = sitk.GetArrayFromImage(prediction).astype(np.int64)
     truth_array = sitk.GetArrayFromImage(truth).astype(np.int64)

@@ -25,7 +25,13 @@ import SimpleITK as sitk
 from unetrpp.errors import InputImageError
 from unetrpp.pipeline.itk_warnings import itk_warnings_off
 
-__all__ = ["read_dicom_series", "is_dicom_file", "NON_IMAGE_MODALITIES", "GRID_TOLERANCE_VOXELS"]
+__all__ = [
+    "read_dicom_series",
+    "select_series",
+    "is_dicom_file",
+    "NON_IMAGE_MODALITIES",
+    "GRID_TOLERANCE_VOXELS",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +52,31 @@ def read_dicom_series(folder: Path, series_uid: str | None = None) -> sitk.Image
         return _read_series(folder, series_uid)
 
 
+def select_series(folder: Path, series_uid: str | None = None) -> tuple[str, list[str]]:
+    """(UID, file names in slice order) of the series :func:`read_dicom_series` reads; slice ``k`` of its
+    image comes from file ``k``. A DICOM SEG references exactly these files."""
+    with itk_warnings_off():
+        return _select_series(folder, series_uid)
+
+
 def _read_series(folder: Path, series_uid: str | None) -> sitk.Image:
+    uid, files = _select_series(folder, series_uid)
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(files)
+    reader.MetaDataDictionaryArrayUpdateOn()
+    try:
+        image = reader.Execute()
+    except RuntimeError as error:
+        raise InputImageError(f"cannot read DICOM series {uid} in {folder} (damaged files?)") from error
+    if len(files) > 1:
+        _check_slice_geometry(image, reader, f"DICOM series {uid} in {folder}")
+    if reader.HasMetaDataKey(0, "0008|0060"):  # the series reader keeps no tags on the image; the
+        image.SetMetaData("0008|0060", reader.GetMetaData(0, "0008|0060"))  # modality check wants this one
+    logger.info("read DICOM series %s (%d files) from %s", uid, len(files), folder)
+    return image
+
+
+def _select_series(folder: Path, series_uid: str | None) -> tuple[str, list[str]]:
     series = _image_series(folder)
     if not series:
         hint = (
@@ -65,20 +95,7 @@ def _read_series(folder: Path, series_uid: str | None) -> sitk.Image:
                 f"{folder} holds several DICOM series of equal size; choose one with --series UID: {listing}"
             )
         uid = max(series, key=lambda key: len(series[key]))
-    files = series[uid]
-    reader = sitk.ImageSeriesReader()
-    reader.SetFileNames(files)
-    reader.MetaDataDictionaryArrayUpdateOn()
-    try:
-        image = reader.Execute()
-    except RuntimeError as error:
-        raise InputImageError(f"cannot read DICOM series {uid} in {folder} (damaged files?)") from error
-    if len(files) > 1:
-        _check_slice_geometry(image, reader, f"DICOM series {uid} in {folder}")
-    if reader.HasMetaDataKey(0, "0008|0060"):  # the series reader keeps no tags on the image; the
-        image.SetMetaData("0008|0060", reader.GetMetaData(0, "0008|0060"))  # modality check wants this one
-    logger.info("read DICOM series %s (%d files) from %s", uid, len(files), folder)
-    return image
+    return uid, series[uid]
 
 
 def _has_subfolders(folder: Path) -> bool:
