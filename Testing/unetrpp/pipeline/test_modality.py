@@ -253,4 +253,6 @@ def test_segment_does_not_warn_a_ct_model_on_a_real_ct():
     plans = dataclasses.replace(_mr_card().plans, channels=(ct,))
     card = dataclasses.replace(_mr_card(), name="tiny-ct", modality="CT", input_channels=("CT",), plans=plans)
     events = _segment_events(_small_real_ct(), card)
-    assert not [e for e in events if isinstance(e, WarningEvent)]
+    # (its stand-in network finds no structure, which has a warning of its own: not a modality one)
+    warnings = [e.message for e in events if isinstance(e, WarningEvent)]
+    assert not [message for message in warnings if "no structure was found" not in message]

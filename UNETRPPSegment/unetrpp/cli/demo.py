@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from unetrpp.cli.terminal import TerminalProgress, positive_int, print_warnings
+from unetrpp.cli.terminal import TerminalProgress, non_negative_int, positive_int, print_warnings
 
 __all__ = ["add_parser", "run"]
 
@@ -22,7 +22,10 @@ def add_parser(subparsers) -> None:
         "--output", type=Path, default=Path("unetrpp-demo"), help="folder (default ./unetrpp-demo)"
     )
     parser.add_argument(
-        "--seed", type=int, default=None, help="phantom seed (default 1000, held out from training)"
+        "--seed",
+        type=non_negative_int,
+        default=None,
+        help="phantom seed, 0 or more (default 1000, held out from training)",
     )
     parser.add_argument(
         "--model", default="demo", help="model name or .unetrpp file (default: the bundled demo)"

@@ -49,7 +49,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -171,17 +173,41 @@ def run(args: argparse.Namespace) -> int:
 
     if args.progress is None:
         args.progress = "bar" if sys.stderr.isatty() else "none"
-    emitter = JsonLinesEmitter(sys.stdout) if args.progress == "json" else None
+    emitter = _outliving_its_reader(JsonLinesEmitter(sys.stdout)) if args.progress == "json" else None
     try:
         return _run(args, emitter)
     except KeyboardInterrupt as interrupt:  # Ctrl-C: temporary files are gone already (finally blocks)
         raise Cancelled("interrupted") from interrupt
     except UnetrppError:
         raise  # cli.main writes the error event and exits 2
+    except MemoryError as error:  # outside segment()'s stages, e.g. importing torch
+        from unetrpp.pipeline.memory import out_of_memory_message
+
+        raise UnetrppError(out_of_memory_message("start-up", error)) from error
     except Exception as error:  # a bug: still tell a listening GUI, in its own format
         if emitter is not None:
             emitter(ErrorEvent(f"internal error: {error}".splitlines()[0], type(error).__name__))
         raise
+
+
+def _outliving_its_reader(emitter: Callable[[Any], None]) -> Callable[[Any], None]:
+    """The emitter, except that when stdout's reader goes away (``--progress json | head -2``) the run
+    goes on and still writes its files: stdout then points at the null device."""
+    closed = False
+
+    def emit_event(event: Any) -> None:
+        nonlocal closed
+        if closed:
+            return
+        try:
+            emitter(event)
+        except BrokenPipeError:
+            closed = True
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+
+    return emit_event
 
 
 def _run(args: argparse.Namespace, emitter: Any) -> int:

@@ -12,17 +12,26 @@ from typing import Any
 
 from unetrpp.events import Event, ProgressEvent, StageEvent, WarningEvent
 
-__all__ = ["TerminalProgress", "positive_int", "positive_float", "print_warnings"]
+__all__ = ["TerminalProgress", "positive_int", "non_negative_int", "positive_float", "print_warnings"]
 
 
 def positive_int(text: str) -> int:
     """argparse ``type=``: a whole number >= 1."""
+    return _whole_number(text, 1)
+
+
+def non_negative_int(text: str) -> int:
+    """argparse ``type=``: a whole number >= 0 (a random seed)."""
+    return _whole_number(text, 0)
+
+
+def _whole_number(text: str, minimum: int) -> int:
     try:
         value = int(text)
     except ValueError as error:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from error
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
     return value
 
 

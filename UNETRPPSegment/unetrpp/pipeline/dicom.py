@@ -23,6 +23,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from unetrpp.errors import InputImageError
+from unetrpp.events import EventCallback, WarningEvent, emit
 from unetrpp.pipeline.itk_warnings import itk_warnings_off
 
 __all__ = [
@@ -46,10 +47,15 @@ def is_dicom_file(path: Path) -> bool:
         return stream.read(4) == b"DICM"
 
 
-def read_dicom_series(folder: Path, series_uid: str | None = None) -> sitk.Image:
-    """Read the chosen image series of ``folder`` (see the module docstring); InputImageError if refused."""
+def read_dicom_series(
+    folder: Path, series_uid: str | None = None, on_event: EventCallback | None = None
+) -> sitk.Image:
+    """Read the chosen image series of ``folder`` (see the module docstring); InputImageError if refused.
+
+    ``on_event`` gets a WarningEvent when the largest of several series was chosen without ``series_uid``.
+    """
     with itk_warnings_off():  # we diagnose empty folders and irregular slices ourselves
-        return _read_series(folder, series_uid)
+        return _read_series(folder, series_uid, on_event)
 
 
 def select_series(folder: Path, series_uid: str | None = None) -> tuple[str, list[str]]:
@@ -59,8 +65,8 @@ def select_series(folder: Path, series_uid: str | None = None) -> tuple[str, lis
         return _select_series(folder, series_uid)
 
 
-def _read_series(folder: Path, series_uid: str | None) -> sitk.Image:
-    uid, files = _select_series(folder, series_uid)
+def _read_series(folder: Path, series_uid: str | None, on_event: EventCallback | None) -> sitk.Image:
+    uid, files = _select_series(folder, series_uid, on_event)
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(files)
     reader.MetaDataDictionaryArrayUpdateOn()
@@ -76,7 +82,9 @@ def _read_series(folder: Path, series_uid: str | None) -> sitk.Image:
     return image
 
 
-def _select_series(folder: Path, series_uid: str | None) -> tuple[str, list[str]]:
+def _select_series(
+    folder: Path, series_uid: str | None, on_event: EventCallback | None = None
+) -> tuple[str, list[str]]:
     series = _image_series(folder)
     if not series:
         hint = (
@@ -95,6 +103,14 @@ def _select_series(folder: Path, series_uid: str | None) -> tuple[str, list[str]
                 f"{folder} holds several DICOM series of equal size; choose one with --series UID: {listing}"
             )
         uid = max(series, key=lambda key: len(series[key]))
+        if len(series) > 1:
+            message = (
+                f"{folder} holds {len(series)} DICOM series; read the largest, {uid} ({len(series[uid])} "
+                f"slices); pass --series UID for another: {listing}"
+            )
+            if on_event is None:  # a library caller without a listener still hears of it
+                logger.warning("%s", message)
+            emit(on_event, WarningEvent(message))
     return uid, series[uid]
 
 

@@ -99,10 +99,15 @@ def check_orientation_code(orientation: str) -> str:
 
 
 def _signed_permutation(label_map: sitk.Image, reference: sitk.Image) -> tuple[list[int], list[bool]]:
-    """For each label-map axis a: the reference axis it runs along and whether it runs backwards."""
+    """For each label-map axis a: the reference axis it runs along and whether it runs backwards.
+
+    The relation is solved (inverse, not transpose), so it is an exact signed permutation also for
+    direction cosines that are orthonormal only to the 1e-3 that input validation allows.
+    """
     label_direction = np.array(label_map.GetDirection(), dtype=float).reshape(3, 3)
     reference_direction = np.array(reference.GetDirection(), dtype=float).reshape(3, 3)
-    relation = reference_direction.T @ label_direction  # column a: label axis a in reference axes
+    # column a: label axis a in reference axes
+    relation = np.linalg.solve(reference_direction, label_direction)
     permutation = [int(np.argmax(np.abs(relation[:, a]))) for a in range(3)]
     flips = [bool(relation[permutation[a], a] < 0) for a in range(3)]
     exact = np.zeros((3, 3))

@@ -11,32 +11,32 @@ regular grid would silently misplace their slices and so the mask.
 Volumes are checked for what would break preprocessing or silently give nonsense: 3D (a 3D file with a
 single slice along any axis is refused as effectively 2D; two or more slices are accepted, so a
 3-slice CT works), one scalar value per voxel, finite values, positive spacing between 1e-3 and 50 mm,
-orthonormal direction cosines, and not every voxel equal. Truncated NIfTI files are refused (ITK would
-fill the missing voxels with zeros).
+orthonormal direction cosines, and not every voxel equal. NIfTI files are checked before ITK reads them
+(:mod:`unetrpp.pipeline.nifti_header`: truncation, voxel sizes, NaN voxels, qform against sform), since
+ITK repairs those without a word. What reading had to decide or repair, and ITK's own warnings, become
+``warning`` events, so the Slicer panel shows them.
 """
 
 from __future__ import annotations
 
-import gzip
 import logging
 import os
-import struct
-import zlib
 from collections.abc import Sequence
 from pathlib import Path
-from typing import BinaryIO
 
 import numpy as np
 import SimpleITK as sitk
 
 from unetrpp.errors import InputImageError
+from unetrpp.events import EventCallback, WarningEvent, emit
 from unetrpp.pipeline.dicom import (
     GRID_TOLERANCE_VOXELS,
     NON_IMAGE_MODALITIES,
     is_dicom_file,
     read_dicom_series,
 )
-from unetrpp.pipeline.itk_warnings import itk_warnings_off
+from unetrpp.pipeline.itk_warnings import itk_warnings_captured
+from unetrpp.pipeline.nifti_header import check_nifti_file, qform_sform_warning
 
 __all__ = [
     "read_image",
@@ -58,15 +58,18 @@ SUPPORTED = "NIfTI, NRRD/NHDR, MHA/MHD or a DICOM series folder"
 # Tolerance for "all channels share one grid", in voxels (the same as for DICOM slice placement).
 _GRID_TOLERANCE_VOXELS = GRID_TOLERANCE_VOXELS
 _DIRECTION_TOLERANCE = 1e-4
-_NIFTI2_HEADER_BYTES = 540
 
 
-def read_image(path: PathLike, *, series_uid: str | None = None) -> sitk.Image:
+def read_image(
+    path: PathLike, *, series_uid: str | None = None, on_event: EventCallback | None = None
+) -> sitk.Image:
     """Read one 3D scalar volume from a file or a DICOM series folder and validate it.
 
     Args:
         path: image file (NIfTI, NRRD/NHDR, MHA/MHD) or a folder holding a DICOM series.
         series_uid: DICOM only: the Series Instance UID to read when the folder holds several series.
+        on_event: receives a WarningEvent for what reading had to decide or repair (ITK's warnings,
+            a NIfTI qform/sform choice, a DICOM series chosen among several); also logged.
 
     Returns:
         The image as stored (pixel type and geometry unchanged; a 4D file whose 4th axis has size 1
@@ -75,7 +78,7 @@ def read_image(path: PathLike, *, series_uid: str | None = None) -> sitk.Image:
     Raises:
         InputImageError: the path is missing or unreadable, or the volume fails :func:`validate_image`.
     """
-    image = _read_raw(Path(path), series_uid)
+    image = _read_raw(Path(path), series_uid, on_event)
     return validate_image(image, name=str(path))
 
 
@@ -86,6 +89,7 @@ def read_inputs(
     series_uid: str | None = None,
     channel_names: Sequence[str] | None = None,
     model_name: str | None = None,
+    on_event: EventCallback | None = None,
 ) -> list[sitk.Image]:
     """Read the input channels of one case and check that they share a single voxel grid.
 
@@ -97,6 +101,7 @@ def read_inputs(
         num_channels: how many channels the model takes.
         series_uid: passed to :func:`read_image` for every DICOM folder.
         channel_names, model_name: only used to make the error messages precise.
+        on_event: passed to :func:`read_image`.
 
     Returns:
         One validated 3D image per channel.
@@ -112,7 +117,7 @@ def read_inputs(
     plural = "input" if num_channels == 1 else "inputs"
     count_error = f"{who} needs {num_channels} {plural}{names}, got {len(paths)}"
     if len(paths) == 1 and num_channels > 1:
-        raw = _read_raw(Path(paths[0]), series_uid)
+        raw = _read_raw(Path(paths[0]), series_uid, on_event)
         channels = _split_channels(raw, num_channels)
         if channels is None:
             raise InputImageError(f"{count_error}: {paths[0]} holds a single volume")
@@ -120,7 +125,7 @@ def read_inputs(
         return images
     if len(paths) != num_channels:
         raise InputImageError(count_error)
-    images = [read_image(p, series_uid=series_uid) for p in paths]
+    images = [read_image(p, series_uid=series_uid, on_event=on_event) for p in paths]
     check_same_grid(images, [str(p) for p in paths])
     return images
 
@@ -178,18 +183,38 @@ def validate_image(image: sitk.Image, name: str = "input image") -> sitk.Image:
     return image
 
 
-def _read_raw(path: Path, series_uid: str | None) -> sitk.Image:
-    with itk_warnings_off():  # each problem gets our one-line error, without ITK's lines before it
-        return _read_file_or_series(path, series_uid)
-
-
-def _read_file_or_series(path: Path, series_uid: str | None) -> sitk.Image:
+def _read_raw(path: Path, series_uid: str | None, on_event: EventCallback | None = None) -> sitk.Image:
+    """Read without validating. A file's ITK warnings become warning events (a DICOM folder's are
+    silenced: its problems get our own one-line errors, without ITK's lines before them)."""
     if not path.exists():
         raise InputImageError(f"input not found: {path}")
     if path.is_dir():
-        return read_dicom_series(path, series_uid)
-    if path.name.lower().endswith((".nii", ".nii.gz")):
-        _check_nifti_complete(path)
+        return read_dicom_series(path, series_uid, on_event)
+    if path.name.lower().endswith(".seg.nrrd"):
+        raise InputImageError(
+            f"{path} is a Slicer segmentation (.seg.nrrd), not an image; pass the scan it was made on"
+        )
+    nifti = check_nifti_file(path) if path.name.lower().endswith((".nii", ".nii.gz")) else None
+    with itk_warnings_captured() as itk_warnings:
+        image = _read_file(path)
+    for message in itk_warnings:
+        _warn(on_event, f"reading {path}: {message}")
+    if nifti is not None:
+        geometry = qform_sform_warning(path, nifti, image)
+        if geometry is not None:
+            _warn(on_event, geometry)
+    return image
+
+
+def _warn(on_event: EventCallback | None, message: str) -> None:
+    """A WarningEvent, or a logged warning for a caller without a listener (never both: the CLI prints
+    events)."""
+    if on_event is None:
+        logger.warning("%s", message)
+    emit(on_event, WarningEvent(message))
+
+
+def _read_file(path: Path) -> sitk.Image:
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     try:
@@ -211,51 +236,6 @@ def _read_file_or_series(path: Path, series_uid: str | None) -> sitk.Image:
                 f"{path} is a single DICOM slice; pass the folder that holds the whole series"
             )
     return image
-
-
-def _check_nifti_complete(path: Path) -> None:
-    """Refuse a truncated NIfTI file: ITK's reader fills the missing voxels with zeros without a word."""
-    try:
-        with _open_maybe_gzip(path) as stream:
-            header = stream.read(_NIFTI2_HEADER_BYTES)
-            expected = _nifti_expected_bytes(header)
-            if expected is None:
-                return  # not a NIfTI header we know; let SimpleITK judge the file
-            available = len(header)
-            while chunk := stream.read(1 << 24):
-                available += len(chunk)
-    except (OSError, EOFError, zlib.error) as error:
-        raise InputImageError(f"cannot read {path}: the compressed data is damaged or cut short") from error
-    if available < expected:
-        raise InputImageError(
-            f"cannot read {path}: the file is truncated ({available} of {expected} bytes); copy it again"
-        )
-
-
-def _open_maybe_gzip(path: Path) -> BinaryIO:
-    with path.open("rb") as probe:
-        magic = probe.read(2)
-    return gzip.open(path, "rb") if magic == b"\x1f\x8b" else path.open("rb")  # type: ignore[return-value]
-
-
-def _nifti_expected_bytes(header: bytes) -> int | None:
-    """vox_offset + voxel bytes from a NIfTI-1 or NIfTI-2 header, or None if ``header`` is neither."""
-    for endian in "<>":
-        if len(header) >= 348 and struct.unpack(endian + "i", header[:4])[0] == 348:
-            dims = struct.unpack(endian + "8h", header[40:56])
-            bitpix = struct.unpack(endian + "h", header[72:74])[0]
-            offset = int(struct.unpack(endian + "f", header[108:112])[0])
-        elif len(header) >= _NIFTI2_HEADER_BYTES and struct.unpack(endian + "i", header[:4])[0] == 540:
-            bitpix = struct.unpack(endian + "h", header[14:16])[0]
-            dims = struct.unpack(endian + "8q", header[16:80])
-            offset = struct.unpack(endian + "q", header[168:176])[0]
-        else:
-            continue
-        if not 1 <= dims[0] <= 7 or bitpix <= 0:
-            return None
-        voxels = int(np.prod([max(int(d), 1) for d in dims[1 : dims[0] + 1]], dtype=np.int64))
-        return max(offset, 0) + voxels * bitpix // 8
-    return None
 
 
 def _split_channels(image: sitk.Image, num_channels: int) -> list[sitk.Image] | None:

@@ -30,6 +30,10 @@ the plans are not known yet. The rules, per channel:
     The real CTs have 36-65 % below -500 and minima -1207, -3024 and -1024; no MR above reaches -900
     or 0.1 %.
 
+Before either rule, any channel whose voxels are a few small non-negative integers (at most
+``LABEL_MAP_MAX_VALUES`` distinct values, none above ``LABEL_MAP_MAX_LABEL``) is a label map given as an
+image, and warned about whatever the model: no CT or MR scan has so few grey values.
+
 The statistics are computed on a strided subsample of at most ``SAMPLE_VOXELS`` voxels (every 5th voxel
 along each axis of a 512 x 512 x 300 CT): a share is estimated to well under 1 % that way, and the check
 costs milliseconds rather than a pass over a whole volume.
@@ -66,16 +70,20 @@ CT_MIN_AIR_FRACTION = 0.005  # a CT channel with less air than this does not loo
 MR_MAX_AIR_FRACTION = 0.10  # a non-CT channel with this much "air" (and PADDING_HU) looks like a CT
 PADDING_HU = -900.0  # a CT's lowest value is air (-1000) or padding (-1024, -2048, -3024)
 SAMPLE_VOXELS = 1_000_000
+LABEL_MAP_MAX_VALUES = 64  # label maps hold a few labels; a CT or MR has hundreds of grey values
+LABEL_MAP_MAX_LABEL = 1000
 MODALITY_TAG = "0008|0060"  # DICOM Modality, as SimpleITK names metadata keys
 
 
 @dataclass(frozen=True)
 class IntensityStats:
-    """What the rules look at, from a subsample: share of voxels below ``AIR_HU``, lowest and highest."""
+    """What the rules look at, from a subsample: share of voxels below ``AIR_HU``, lowest and highest,
+    and for integer voxels how many distinct values (None for floats)."""
 
     air_fraction: float
     minimum: float
     maximum: float
+    distinct_integers: int | None = None
 
 
 def intensity_stats(array: Any) -> IntensityStats:
@@ -84,10 +92,13 @@ def intensity_stats(array: Any) -> IntensityStats:
     if values.size > SAMPLE_VOXELS:
         step = math.ceil((values.size / SAMPLE_VOXELS) ** (1.0 / values.ndim))
         values = values[(slice(None, None, step),) * values.ndim]
+    minimum, maximum = float(values.min()), float(values.max())
+    few = np.issubdtype(values.dtype, np.integer) and minimum >= 0 and maximum <= LABEL_MAP_MAX_LABEL
     return IntensityStats(
         air_fraction=float(np.count_nonzero(values < AIR_HU)) / max(values.size, 1),
-        minimum=float(values.min()),
-        maximum=float(values.max()),
+        minimum=minimum,
+        maximum=maximum,
+        distinct_integers=int(np.unique(values).size) if few else None,
     )
 
 
@@ -150,6 +161,11 @@ def _channel_problem(image: Any, wants_ct: bool, tag: str | None) -> str | None:
     if tag is not None and not wants_ct:
         return None  # the series says it is not a CT: nothing more to check
     stats = intensity_stats(image)
+    if stats.distinct_integers is not None and stats.distinct_integers <= LABEL_MAP_MAX_VALUES:
+        return (
+            f"looks like a label map, not a scan: only {stats.distinct_integers} distinct values, the "
+            f"integers {stats.minimum:.0f} to {stats.maximum:.0f}"
+        )
     percent = f"{100 * stats.air_fraction:.2g}% of its voxels"
     values = f"values {stats.minimum:.5g} to {stats.maximum:.5g}"
     if wants_ct and stats.air_fraction < CT_MIN_AIR_FRACTION:

@@ -30,7 +30,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import SimpleITK as sitk
 
-from unetrpp.errors import InputImageError, ModelNotFoundError, OutputExistsError, UnetrppError
+from unetrpp.errors import (
+    CheckpointError,
+    InputImageError,
+    ModelNotFoundError,
+    OutputExistsError,
+    UnetrppError,
+)
 from unetrpp.events import EventCallback, ResultEvent, StageEvent, WarningEvent, emit
 from unetrpp.labels.terminology import Structure, select_structures, structures_for, structures_from_labels
 from unetrpp.models.cards import ModelCard, NormalizationScheme, Plans
@@ -103,9 +109,12 @@ def segment(
             loaded = _load(model, on_event)
         card = loaded.card
     all_structures, structures = _structures(card, options)
+    from unetrpp.pipeline.geometry import NATIVE_ORIENTATION, check_orientation_code
+
+    orientation = check_orientation_code(options.orientation or card.orientation)  # before any reading
 
     with _stage("read", f"Reading {card.num_inputs} input(s)", on_event, timings):
-        images = _read(inputs, card, options.series_uid)
+        images = _read(inputs, card, options.series_uid, on_event)
     if loaded is None:
         with _stage("load_model", None, on_event, timings):  # the loader announces it
             loaded = _load(model, on_event)
@@ -113,9 +122,6 @@ def segment(
     if options.check_modality:
         _warn_if_wrong_modality(images, card, loaded.plans, on_event)
 
-    from unetrpp.pipeline.geometry import NATIVE_ORIENTATION, check_orientation_code
-
-    orientation = check_orientation_code(options.orientation or card.orientation)
     native = orientation == NATIVE_ORIENTATION
     reorienting = "Stored voxel order" if native else f"Reorienting to {orientation}"
     with _stage("preprocess", f"{reorienting}, resampling, normalising", on_event, timings):
@@ -143,6 +149,7 @@ def segment(
         del logits
 
     volumes = _volumes(label_map, structures)
+    _warn_if_nothing_found(volumes, images[0], loaded.plans, on_event)
     if output_path is not None:
         with _stage("write", f"Writing {output_path.name}", on_event, timings):
             from unetrpp.labels.seg_nrrd import write_seg_nrrd
@@ -226,12 +233,19 @@ def _inference_network(network: nn.Module, device: torch.device, precision: Prec
 def _stage(
     name: str, message: str | None, on_event: EventCallback | None, timings: dict[str, float]
 ) -> Iterator[None]:
-    """Time a stage; announce it with a StageEvent unless ``message`` is None."""
+    """Time a stage; announce it with a StageEvent unless ``message`` is None. Running out of host
+    memory in it is one line naming the stage and what lowers the need (``pipeline.memory``)."""
     if message is not None:
         emit(on_event, StageEvent(name, message))
     started = time.perf_counter()
     try:
         yield
+    except (MemoryError, RuntimeError) as error:
+        from unetrpp.pipeline.memory import is_out_of_memory, out_of_memory_message
+
+        if is_out_of_memory(error):
+            raise UnetrppError(out_of_memory_message(name, error)) from error
+        raise
     finally:
         timings[name] = timings.get(name, 0.0) + time.perf_counter() - started
 
@@ -290,11 +304,58 @@ def _load(model: str | Path | LoadedModel, on_event: EventCallback | None) -> Lo
 
 
 def _check_model(loaded: LoadedModel, card: ModelCard) -> None:
+    """Refuse, before any voxel is computed, a model that can only give nonsense: plans that do not fit
+    the card, CT normalisation that is not finite (or sd 0), or NaN/infinite weights (a diverged
+    training). Either would give an all-background result with exit status 0."""
     if loaded.plans.num_input_channels != card.num_inputs:
         raise UnetrppError(
             f"model {card.name!r}: its plans have {loaded.plans.num_input_channels} input channels but its "
             f"card lists {card.num_inputs} ({', '.join(card.input_channels)})"
         )
+    for number, channel in enumerate(loaded.plans.channels, start=1):
+        if channel.scheme is not NormalizationScheme.CT:
+            continue  # the other schemes use the image's own mean and sd
+        values = (channel.mean, channel.sd, channel.lower_bound, channel.upper_bound)
+        if not (np.all(np.isfinite(values)) and channel.sd > 0 and channel.lower_bound < channel.upper_bound):
+            raise CheckpointError(
+                f"model {card.name!r}: the CT normalisation of input {number} is unusable (mean "
+                f"{channel.mean:g}, sd {channel.sd:g}, clip {channel.lower_bound:g} to "
+                f"{channel.upper_bound:g}; all must be finite, sd positive); the model file is damaged"
+            )
+    import torch
+
+    bad = [
+        name
+        for name, tensor in loaded.network.state_dict().items()
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())
+    ]
+    if bad:
+        raise CheckpointError(
+            f"model {card.name!r} has NaN or infinite weights in {len(bad)} tensor(s) ({bad[0]}, ...); its "
+            "training diverged or the file is damaged: use another checkpoint"
+        )
+
+
+def _warn_if_nothing_found(
+    volumes: Sequence[StructureVolume], image: sitk.Image, plans: Plans, on_event: EventCallback | None
+) -> None:
+    """A CT model that labels nothing in a scan that holds a body is suspicious: say so (the result
+    is still written, since an empty field of view is possible)."""
+    if any(v.voxels for v in volumes) or not all(c.scheme is NormalizationScheme.CT for c in plans.channels):
+        return
+    from unetrpp.pipeline.body_crop import dense_mask
+
+    mask = dense_mask(image)
+    if not mask.any():
+        return
+    share = 100.0 * float(np.count_nonzero(mask)) / mask.size
+    emit(
+        on_event,
+        WarningEvent(
+            f"no structure was found, although {share:.0f}% of the input is body (above -500 HU): check that "
+            "the input is the kind of scan the model was trained on, in Hounsfield units"
+        ),
+    )
 
 
 def _structures(
@@ -308,7 +369,9 @@ def _structures(
     return every, chosen
 
 
-def _read(inputs: Inputs, card: ModelCard, series_uid: str | None) -> list[sitk.Image]:
+def _read(
+    inputs: Inputs, card: ModelCard, series_uid: str | None, on_event: EventCallback | None
+) -> list[sitk.Image]:
     from unetrpp.pipeline.io import read_inputs, validate_image
 
     items = [inputs] if isinstance(inputs, (str, os.PathLike, sitk.Image)) else list(inputs)
@@ -326,7 +389,12 @@ def _read(inputs: Inputs, card: ModelCard, series_uid: str | None) -> list[sitk.
     if any(isinstance(item, sitk.Image) for item in items):
         raise InputImageError("give either paths or SimpleITK images as inputs, not a mix")
     return read_inputs(
-        items, card.num_inputs, series_uid=series_uid, channel_names=card.input_channels, model_name=card.name
+        items,
+        card.num_inputs,
+        series_uid=series_uid,
+        channel_names=card.input_channels,
+        model_name=card.name,
+        on_event=on_event,
     )
 
 

@@ -34,6 +34,7 @@ import enum
 import functools
 import itertools
 import logging
+import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -42,7 +43,7 @@ import torch
 from torch import nn
 
 from unetrpp.errors import UnetrppError
-from unetrpp.events import EventCallback, ProgressTracker
+from unetrpp.events import EventCallback, ProgressTracker, WarningEvent, emit
 
 __all__ = [
     "Precision",
@@ -58,6 +59,10 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 _MAX_CACHED_CONSTANT_TILES = 4
+# An overlap whose tiling runs this many times the tiles of the default overlap (0.5) is warned about:
+# 0.75 runs about 8x (twice the tiles along each axis), 0.9 about 60x, 0.99 over 2500x.
+TILE_COUNT_WARNING_FACTOR = 10
+DEFAULT_OVERLAP = 0.5
 
 
 class Precision(str, enum.Enum):
@@ -359,6 +364,27 @@ def _inference_state(network: nn.Module) -> Iterator[None]:
             network.deep_supervision = had_deep_supervision
 
 
+def _warn_if_many_tiles(
+    shape_zyx: Sequence[int], patch_size_zyx: Sequence[int], overlap: float, on_event: EventCallback | None
+) -> None:
+    """A WarningEvent, before the tiles are planned in detail, when ``overlap`` multiplies the run time."""
+    count = math.prod(len(tile_starts(s, p, overlap)) for s, p in zip(shape_zyx, patch_size_zyx))
+    usual = math.prod(len(tile_starts(s, p, DEFAULT_OVERLAP)) for s, p in zip(shape_zyx, patch_size_zyx))
+    if count > TILE_COUNT_WARNING_FACTOR * usual:
+        factor = f"{count / usual:.0f}x"
+        message = (
+            f"overlap {overlap:g} tiles the volume with {count} tiles, {factor} the {usual} of overlap "
+            f"{DEFAULT_OVERLAP:g}, so inference takes about {factor} as long; lower --overlap"
+        )
+        _warn(on_event, message)
+
+
+def _warn(on_event: EventCallback | None, message: str) -> None:
+    if on_event is None:  # a library caller without a listener still hears of it
+        logger.warning("%s", message)
+    emit(on_event, WarningEvent(message))
+
+
 def predict_sliding_window(
     network: nn.Module,
     array: np.ndarray,
@@ -404,6 +430,7 @@ def predict_sliding_window(
     if body is not None:  # padded like the volume
         body_mask = torch.zeros(volume.shape[1:], dtype=torch.bool)
         body_mask[crop] = torch.as_tensor(np.asarray(body, dtype=bool))
+    _warn_if_many_tiles(volume.shape[1:], patch_size, config.overlap, on_event)
     tiles = _tiles_over_body(volume.shape[1:], patch_size, config.overlap, body_mask)
     del body_mask
     weight = gaussian_importance_map(patch_size, config.sigma_scale).to(device)

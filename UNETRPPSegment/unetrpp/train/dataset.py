@@ -123,6 +123,11 @@ def read_dataset(root: str | Path) -> TrainingDataset:
         description = json.loads(description_path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as error:
         raise InputImageError(f"{description_path} is not valid JSON: {error}") from error
+    if not isinstance(description, dict):
+        raise InputImageError(
+            f"{description_path} holds a JSON {type(description).__name__}, not an object with "
+            "'channel_names' and 'labels'"
+        )
     channels = description.get("channel_names") or description.get("modality")
     if not channels:
         raise InputImageError(f"{description_path} names no input channels ('channel_names' or 'modality')")
