@@ -74,6 +74,8 @@ def test_official_card_documents_source_licence_citation_and_accuracy(card: Mode
     assert card.paper_accuracy and card.title and card.task
     assert "confidence" in card.orientation_note  # the evidence says how sure it is
     assert "not measured with the official weights" in card.orientation_note.lower()
+    # The paper's figures are the paper's: nothing here could reproduce them (issue 13, item 4).
+    assert "not reproduced by this project" in card.paper_accuracy or "not verified" in card.paper_accuracy
 
 
 # From the training data (the fidelity review): BTCV label anatomy is LAS in 30/30 cases; MSD CT holds
