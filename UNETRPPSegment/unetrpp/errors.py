@@ -16,6 +16,7 @@ __all__ = [
     "DownloadError",
     "OutputExistsError",
     "DicomSegError",
+    "OutputWriteError",
     "Cancelled",
 ]
 
@@ -54,6 +55,13 @@ class OutputExistsError(UnetrppError):
 
 class DicomSegError(UnetrppError):
     """The source series cannot carry a DICOM Segmentation (not one plain stack of single-frame images)."""
+
+
+class OutputWriteError(UnetrppError, OSError):
+    """An output could not be written (full disk, read-only folder, file size limit, a name too long).
+
+    Also an OSError, so code that handles a failed write as one keeps doing so.
+    """
 
 
 class Cancelled(UnetrppError):

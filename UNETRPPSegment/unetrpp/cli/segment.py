@@ -40,22 +40,34 @@ other ``error_type`` for a bug (its traceback goes to stderr)::
 
     {"event": "error", "message": "one line naming the problem", "error_type": "InputImageError"}
 
-Ctrl-C (SIGINT) ends the run with exit status 130 and no ``error`` event (a cancel is not a failure).
-Nothing is left half-written: every output file is written under a temporary name and renamed.
+Ctrl-C (SIGINT) ends the run with exit status 130 and no ``error`` event (a cancel is not a failure);
+SIGTERM ends it the same way with exit status 143.
+
+Outputs: OUTPUT, ``--labelmap`` and ``--summary`` must be different files and none of them an input
+(also through symlinks, hard links or a difference only in case: :mod:`unetrpp.pipeline.output_paths`);
+this and their folders are checked before any work. Nothing is left half-written: every output file is
+written under a temporary name (``.<name>.unetrpp-...``), read back and only then renamed, so a full
+disk or a file size limit is an ``error`` (``OutputWriteError``) and never a truncated file. Ctrl-C and
+SIGTERM remove the temporary file; SIGKILL cannot, and the next run that writes into the same folder
+removes what a killed run left (:mod:`unetrpp.atomic`). The ``result`` event comes after every output
+is written.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
+import signal
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from unetrpp.atomic import atomic_output
+from unetrpp.atomic import write_bytes_atomically, write_image_atomically
 from unetrpp.cli.terminal import TerminalProgress, positive_int, print_warnings
 
 __all__ = ["add_parser", "run"]
@@ -175,7 +187,8 @@ def run(args: argparse.Namespace) -> int:
         args.progress = "bar" if sys.stderr.isatty() else "none"
     emitter = _outliving_its_reader(JsonLinesEmitter(sys.stdout)) if args.progress == "json" else None
     try:
-        return _run(args, emitter)
+        with _terminate_cleanly():
+            return _run(args, emitter)
     except KeyboardInterrupt as interrupt:  # Ctrl-C: temporary files are gone already (finally blocks)
         raise Cancelled("interrupted") from interrupt
     except UnetrppError:
@@ -211,6 +224,7 @@ def _outliving_its_reader(emitter: Callable[[Any], None]) -> Callable[[Any], Non
 
 
 def _run(args: argparse.Namespace, emitter: Any) -> int:
+    from unetrpp.pipeline.output_paths import check_distinct
     from unetrpp.pipeline.predictor import SegmentOptions, check_writable_folder, segment
 
     inputs, output = args.inputs, args.output
@@ -229,10 +243,12 @@ def _run(args: argparse.Namespace, emitter: Any) -> int:
         series_uid=args.series,
         check_modality=not args.force_modality,
     )
-    extra_outputs = [p for p in (args.labelmap, args.summary) if p is not None]
-    for path in extra_outputs:
+    extra_outputs = [(o, p) for o, p in (("--labelmap", args.labelmap), ("--summary", args.summary)) if p]
+    for _, path in extra_outputs:
         _check_extra_output(path, args.overwrite)
         check_writable_folder(path)
+    dicom_output = [("--dicom-seg", args.dicom_seg)] if args.dicom_seg is not None else []
+    check_distinct([("OUTPUT", Path(output).expanduser()), *extra_outputs, *dicom_output], inputs)
     if args.labelmap is not None and not args.labelmap.name.lower().endswith(_LABELMAP_SUFFIXES):
         from unetrpp.errors import UnetrppError
 
@@ -241,21 +257,22 @@ def _run(args: argparse.Namespace, emitter: Any) -> int:
     bar = TerminalProgress(unit="tile") if args.progress == "bar" else None
     on_event = emitter if emitter is not None else bar if bar is not None else print_warnings
     dicom_source, dicom_problem = _dicom_seg_source(args, on_event)
-    held: list[Any] = []  # with --dicom-seg the result event waits until the SEG is written
-    forward = on_event if dicom_source is None else _holding_result(on_event, held)
+    held: list[Any] = []  # the result event waits until every output is written
+    forward = _holding_result(on_event, held)
     try:
         result = segment(inputs, args.model, output, options, on_event=forward, overwrite=args.overwrite)
     finally:
         if bar is not None:
             bar.close()
     if args.labelmap is not None:
-        _write_label_image(result.label_map, args.labelmap)
+        write_image_atomically(result.label_map, args.labelmap)
     if args.summary is not None:
         summary = {"inputs": [str(p) for p in inputs], **result.summary()}
-        _write_atomically(args.summary, json.dumps(summary, indent=2).encode("utf-8"))
+        write_bytes_atomically(args.summary, json.dumps(summary, indent=2).encode("utf-8"))
     if dicom_source is not None:
         _write_dicom_seg(result, dicom_source, dicom_problem, args)
-        on_event(dataclasses.replace(held[0], dicom_seg=str(args.dicom_seg)))
+        held[0] = dataclasses.replace(held[0], dicom_seg=str(args.dicom_seg))
+    on_event(held[0])
     if emitter is None:
         print(_table(result.volumes))
         print(f"wrote {result.output}")
@@ -332,17 +349,22 @@ def _check_extra_output(path: Path, overwrite: bool) -> None:
         raise OutputExistsError(f"{path} already exists; choose another name or pass --overwrite")
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
-    with atomic_output(path) as temporary:
-        temporary.write_bytes(data)
+@contextlib.contextmanager
+def _terminate_cleanly() -> Iterator[None]:
+    """SIGTERM (SLURM, systemd, kill) ends the run as Ctrl-C does, through every finally block, so no
+    temporary file is left; exit status 143 as for the signal. Only the main thread can set handlers."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
 
+    def terminate(number: int, frame: Any) -> None:
+        raise SystemExit(128 + number)
 
-def _write_label_image(image: Any, path: Path) -> None:
-    import SimpleITK as sitk
-
-    suffix = next(s for s in _LABELMAP_SUFFIXES if path.name.lower().endswith(s))
-    with atomic_output(path, suffix=suffix) as temporary:
-        sitk.WriteImage(image, str(temporary), useCompression=True)
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _table(volumes: Any) -> str:

@@ -21,7 +21,6 @@ import dataclasses
 import logging
 import os
 import re
-import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -96,7 +95,7 @@ def segment(
     started = time.perf_counter()
     options = options if options is not None else SegmentOptions()
     timings: dict[str, float] = {}
-    output_path = _check_output(output, overwrite) if output is not None else None
+    output_path = _check_output(output, overwrite, inputs) if output is not None else None
     device = resolve_device(options.device)
     precision = resolve_precision(options.precision, device)  # fp16 on a CPU fails here, not later
     loaded = model if isinstance(model, LoadedModel) else None
@@ -250,8 +249,9 @@ def _stage(
         timings[name] = timings.get(name, 0.0) + time.perf_counter() - started
 
 
-def _check_output(output: PathLike, overwrite: bool) -> Path:
-    """Refuse, before any work, an output that exists, is not ``.seg.nrrd`` or cannot be written."""
+def _check_output(output: PathLike, overwrite: bool, inputs: Inputs) -> Path:
+    """Refuse, before any work, an output that exists, is not ``.seg.nrrd``, cannot be written or is one
+    of the inputs."""
     path = Path(output).expanduser()
     if not path.name.lower().endswith(SEG_NRRD_SUFFIX):
         raise UnetrppError(f"output {path} must end in {SEG_NRRD_SUFFIX} (Slicer's segmentation format)")
@@ -260,6 +260,10 @@ def _check_output(output: PathLike, overwrite: bool) -> Path:
     if path.exists() and not overwrite:
         raise OutputExistsError(f"{path} already exists; choose another name or pass --overwrite")
     check_writable_folder(path)
+    from unetrpp.pipeline.output_paths import check_distinct
+
+    items = _input_items(inputs)
+    check_distinct([("output", path)], [item for item in items if isinstance(item, (str, os.PathLike))])
     return path
 
 
@@ -271,9 +275,15 @@ def check_writable_folder(path: Path) -> None:
         raise UnetrppError(f"cannot write {path}: {folder} is a file, not a folder")
     if not folder.is_dir():
         raise UnetrppError(f"cannot write {path}: folder {folder} does not exist")
+    from unetrpp.atomic import name_max, probe_writable
+
+    length, limit = len(os.fsencode(path.name)), name_max(folder)
+    if length > limit:
+        raise UnetrppError(
+            f"cannot write {path}: its name is {length} bytes long and the file system allows {limit}"
+        )
     try:
-        with tempfile.NamedTemporaryFile(prefix=f".{path.name}.", suffix=".probe", dir=folder):
-            pass
+        probe_writable(folder)
     except OSError as error:
         raise UnetrppError(f"cannot write to folder {folder}: {error.strerror or error}") from error
 
@@ -374,7 +384,7 @@ def _read(
 ) -> list[sitk.Image]:
     from unetrpp.pipeline.io import read_inputs, validate_image
 
-    items = [inputs] if isinstance(inputs, (str, os.PathLike, sitk.Image)) else list(inputs)
+    items = _input_items(inputs)
     if not items:
         raise InputImageError(f"model {card.name} needs {card.num_inputs} input(s), got none")
     if all(isinstance(item, sitk.Image) for item in items):
@@ -396,6 +406,11 @@ def _read(
         model_name=card.name,
         on_event=on_event,
     )
+
+
+def _input_items(inputs: Inputs) -> list[Any]:
+    """The inputs as a list: one path or image, or a sequence of them."""
+    return [inputs] if isinstance(inputs, (str, os.PathLike, sitk.Image)) else list(inputs)
 
 
 def _check_same_grid(images: Sequence[sitk.Image]) -> None:

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from unetrpp.atomic import atomic_output
+from unetrpp.atomic import write_image_atomically
 from unetrpp.errors import InputImageError, OutputExistsError
 from unetrpp.events import EventCallback, ProgressTracker
 from unetrpp.models.cards import ChannelNormalization, NormalizationScheme
@@ -159,11 +159,6 @@ def read_dataset(root: str | Path) -> TrainingDataset:
     )
 
 
-def _write_image(image: sitk.Image, path: Path) -> None:
-    with atomic_output(path, suffix=".nii.gz") as temporary:
-        sitk.WriteImage(image, str(temporary), useCompression=True)
-
-
 def write_phantom_dataset(
     root: str | Path,
     count: int,
@@ -190,8 +185,8 @@ def write_phantom_dataset(
     for index in range(count):
         phantom = generate_phantom(seed + index, options or PhantomOptions())
         case = f"phantom_{seed + index:05d}"
-        _write_image(phantom.image, root / "imagesTr" / f"{case}_0000.nii.gz")
-        _write_image(phantom.label_map, root / "labelsTr" / f"{case}.nii.gz")
+        write_image_atomically(phantom.image, root / "imagesTr" / f"{case}_0000.nii.gz")
+        write_image_atomically(phantom.label_map, root / "labelsTr" / f"{case}.nii.gz")
         tracker.advance()
     description = {
         "name": "UNETRPP synthetic abdomen phantoms",
