@@ -25,7 +25,7 @@ from slicer.ScriptedLoadableModule import (
 )
 from slicer.util import VTKObservationMixin
 from unetrpp.events import WarningEvent
-from UNETRPPSegmentLib import compatibility, dependencies, terminology
+from UNETRPPSegmentLib import compatibility, dependencies, sample_data, terminology
 from UNETRPPSegmentLib.logic import (
     Device,
     JobStatus,
@@ -76,6 +76,11 @@ class UNETRPPSegment(ScriptedLoadableModule):
         # LoadTerminologyFromFile (Modules/Loadable/Terminologies/Logic/
         # vtkSlicerTerminologiesModuleLogic.h, v5.12.3). The loader logs instead of raising.
         slicer.app.startupCompleted.connect(lambda: terminology.load_terminology())
+        # Offer the demo model's phantom in Sample Data (category UNETR++) from this module's own files,
+        # registered on startupCompleted as Slicer's scripted module template does
+        # (Utilities/Templates/Modules/Scripted/TemplateKey.py line 50, v5.10.0 and v5.12.3). It logs
+        # instead of raising.
+        slicer.app.startupCompleted.connect(lambda: sample_data.register_sample_data())
 
 
 #

@@ -23,8 +23,9 @@ else:  # Python 3.10 (supported): the backport, in the test extra for that versi
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CORE = REPO_ROOT / "UNETRPPSegment" / "unetrpp"
 MODULE_LIB = REPO_ROOT / "UNETRPPSegment" / "UNETRPPSegmentLib"
-# What Slicer itself provides to the module (its Python, VTK, Qt bindings, the PyTorch extension's utils).
-SLICER_PROVIDES = {"slicer", "vtk", "qt", "ctk", "PyTorchUtils"}
+# What Slicer itself provides to the module (its Python, VTK, Qt bindings, the PyTorch extension's utils,
+# the Sample Data module).
+SLICER_PROVIDES = {"slicer", "vtk", "qt", "ctk", "PyTorchUtils", "SampleData"}
 
 
 def _third_party_imports(folder: Path) -> dict[str, str]:
