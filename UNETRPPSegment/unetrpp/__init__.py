@@ -11,6 +11,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from unetrpp.batch.runner import BatchReport, run_batch
     from unetrpp.models import LoadedModel, load_model
     from unetrpp.models.registry import list_cards as list_models
     from unetrpp.pipeline.predictor import SegmentOptions, SegmentResult, segment
@@ -24,6 +25,8 @@ __all__ = [
     "load_model",
     "LoadedModel",
     "list_models",
+    "run_batch",
+    "BatchReport",
 ]
 
 _LAZY = {  # public name -> (module, attribute)
@@ -33,6 +36,8 @@ _LAZY = {  # public name -> (module, attribute)
     "load_model": ("unetrpp.models.loader", "load_model"),
     "LoadedModel": ("unetrpp.models.loader", "LoadedModel"),
     "list_models": ("unetrpp.models.registry", "list_cards"),
+    "run_batch": ("unetrpp.batch.runner", "run_batch"),
+    "BatchReport": ("unetrpp.batch.runner", "BatchReport"),
 }
 
 

@@ -17,6 +17,7 @@ __all__ = [
     "OutputExistsError",
     "DicomSegError",
     "OutputWriteError",
+    "BatchInputError",
     "Cancelled",
 ]
 
@@ -62,6 +63,10 @@ class OutputWriteError(UnetrppError, OSError):
 
     Also an OSError, so code that handles a failed write as one keeps doing so.
     """
+
+
+class BatchInputError(UnetrppError):
+    """A cohort's case list cannot be used: no cases, two cases of one name, a CSV without its columns."""
 
 
 class Cancelled(UnetrppError):

@@ -6,8 +6,8 @@ import time (no torch), so ``unetrpp --help`` and ``unetrpp models`` answer inst
 
 Exit codes: 0 success, 2 a :class:`~unetrpp.errors.UnetrppError` or a command-line usage error
 (printed as one line, no traceback; with ``--progress json`` also as an ``error`` event, usage errors
-with ``error_type`` ``"UsageError"``), 130 cancelled, 141 (as for SIGPIPE) when the reader of stdout went
-away (``unetrpp models | head``): the command ends quietly.
+with ``error_type`` ``"UsageError"``), 3 when ``batch`` ran and some case failed, 130 cancelled, 141 (as for
+SIGPIPE) when the reader of stdout went away (``unetrpp models | head``): the command ends quietly.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from collections.abc import Sequence
 
 __all__ = ["main", "build_parser"]
 
-_COMMANDS = ("segment", "models", "download", "train", "evaluate", "demo")
+_COMMANDS = ("segment", "batch", "models", "download", "train", "evaluate", "demo")
 
 
 def _command_modules():

@@ -70,7 +70,14 @@ from typing import Any
 from unetrpp.atomic import write_bytes_atomically, write_image_atomically
 from unetrpp.cli.terminal import TerminalProgress, positive_int, print_warnings
 
-__all__ = ["add_parser", "run"]
+__all__ = [
+    "add_case_options",
+    "add_parser",
+    "case_options",
+    "outliving_its_reader",
+    "run",
+    "terminate_cleanly",
+]
 
 _LABELMAP_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha")
 
@@ -107,6 +114,23 @@ def add_parser(subparsers: Any) -> None:
         help="input image: NIfTI, NRRD, MHA or a DICOM folder; one per model input, in the model's order",
     )
     parser.add_argument("output", metavar="OUTPUT.seg.nrrd", help="the segmentation file to write")
+    add_case_options(parser)
+    parser.add_argument("--series", metavar="UID", help="DICOM folder input: Series Instance UID to read")
+    parser.add_argument("--labelmap", type=Path, help="also write the label map as an image (.nii.gz, .nrrd)")
+    parser.add_argument("--summary", type=Path, help="also write the per-structure volumes as JSON")
+    parser.add_argument(
+        "--dicom-seg",
+        type=Path,
+        metavar="OUT.dcm",
+        help="DICOM folder input: also write a DICOM Segmentation object referencing the source series "
+        '(PACS, OHIF, Slicer DICOM module; needs pip install "unetrpp[dicom]")',
+    )
+    parser.set_defaults(run=run)
+
+
+def add_case_options(parser: argparse.ArgumentParser) -> None:
+    """The options of one case, shared by ``segment`` and ``batch`` so both read them the same way:
+    the model, device, quality preset, tiling, structures, orientation, precision, progress, overwrite."""
     parser.add_argument("--model", "-m", required=True, help="model name (unetrpp models) or weights file")
     parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
     parser.add_argument(
@@ -133,7 +157,6 @@ def add_parser(subparsers: Any) -> None:
         help="override the model's orientation code (e.g. RAS, LPS), or 'native' to keep the stored voxel "
         "order (no reorientation)",
     )
-    parser.add_argument("--series", metavar="UID", help="DICOM folder input: Series Instance UID to read")
     parser.add_argument(
         "--force-modality",
         action="store_true",
@@ -166,17 +189,29 @@ def add_parser(subparsers: Any) -> None:
         default=None,
         help="bar (default on a terminal), json (one event per line on stdout) or none",
     )
-    parser.add_argument("--labelmap", type=Path, help="also write the label map as an image (.nii.gz, .nrrd)")
-    parser.add_argument("--summary", type=Path, help="also write the per-structure volumes as JSON")
-    parser.add_argument(
-        "--dicom-seg",
-        type=Path,
-        metavar="OUT.dcm",
-        help="DICOM folder input: also write a DICOM Segmentation object referencing the source series "
-        '(PACS, OHIF, Slicer DICOM module; needs pip install "unetrpp[dicom]")',
-    )
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
-    parser.set_defaults(run=run)
+
+
+def case_options(args: argparse.Namespace) -> Any:
+    """The :class:`~unetrpp.pipeline.segment_types.SegmentOptions` that :func:`add_case_options`' values
+    (and ``--series`` where the command has it) ask for."""
+    from unetrpp.pipeline.segment_types import SegmentOptions
+
+    return SegmentOptions(
+        device=args.device,
+        quality=args.quality,
+        overlap=args.overlap,
+        use_tta=args.tta,
+        structures=args.structures,
+        keep_largest_component=args.largest_component,
+        orientation=args.orientation,
+        precision=args.precision,
+        batch_size=args.batch_size,
+        accumulation=args.accumulation,
+        crop_to_body=args.body_crop,
+        series_uid=getattr(args, "series", None),
+        check_modality=not args.force_modality,
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -185,9 +220,9 @@ def run(args: argparse.Namespace) -> int:
 
     if args.progress is None:
         args.progress = "bar" if sys.stderr.isatty() else "none"
-    emitter = _outliving_its_reader(JsonLinesEmitter(sys.stdout)) if args.progress == "json" else None
+    emitter = outliving_its_reader(JsonLinesEmitter(sys.stdout)) if args.progress == "json" else None
     try:
-        with _terminate_cleanly():
+        with terminate_cleanly():
             return _run(args, emitter)
     except KeyboardInterrupt as interrupt:  # Ctrl-C: temporary files are gone already (finally blocks)
         raise Cancelled("interrupted") from interrupt
@@ -203,7 +238,7 @@ def run(args: argparse.Namespace) -> int:
         raise
 
 
-def _outliving_its_reader(emitter: Callable[[Any], None]) -> Callable[[Any], None]:
+def outliving_its_reader(emitter: Callable[[Any], None]) -> Callable[[Any], None]:
     """The emitter, except that when stdout's reader goes away (``--progress json | head -2``) the run
     goes on and still writes its files: stdout then points at the null device."""
     closed = False
@@ -225,24 +260,10 @@ def _outliving_its_reader(emitter: Callable[[Any], None]) -> Callable[[Any], Non
 
 def _run(args: argparse.Namespace, emitter: Any) -> int:
     from unetrpp.pipeline.output_paths import check_distinct
-    from unetrpp.pipeline.predictor import SegmentOptions, check_writable_folder, segment
+    from unetrpp.pipeline.predictor import check_writable_folder, segment
 
     inputs, output = args.inputs, args.output
-    options = SegmentOptions(
-        device=args.device,
-        quality=args.quality,
-        overlap=args.overlap,
-        use_tta=args.tta,
-        structures=args.structures,
-        keep_largest_component=args.largest_component,
-        orientation=args.orientation,
-        precision=args.precision,
-        batch_size=args.batch_size,
-        accumulation=args.accumulation,
-        crop_to_body=args.body_crop,
-        series_uid=args.series,
-        check_modality=not args.force_modality,
-    )
+    options = case_options(args)
     extra_outputs = [(o, p) for o, p in (("--labelmap", args.labelmap), ("--summary", args.summary)) if p]
     for _, path in extra_outputs:
         _check_extra_output(path, args.overwrite)
@@ -350,7 +371,7 @@ def _check_extra_output(path: Path, overwrite: bool) -> None:
 
 
 @contextlib.contextmanager
-def _terminate_cleanly() -> Iterator[None]:
+def terminate_cleanly() -> Iterator[None]:
     """SIGTERM (SLURM, systemd, kill) ends the run as Ctrl-C does, through every finally block, so no
     temporary file is left; exit status 143 as for the signal. Only the main thread can set handlers."""
     if threading.current_thread() is not threading.main_thread():

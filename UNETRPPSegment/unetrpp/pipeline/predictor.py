@@ -119,7 +119,7 @@ def segment(
             loaded = _load(model, on_event)
     _check_model(loaded, card)
     if options.check_modality:
-        _warn_if_wrong_modality(images, card, loaded.plans, on_event)
+        _warn_if_wrong_modality(images, card, loaded.plans, on_event, options.refuse_wrong_modality)
 
     native = orientation == NATIVE_ORIENTATION
     reorienting = "Stored voxel order" if native else f"Reorienting to {orientation}"
@@ -192,12 +192,19 @@ def _out_of_memory_message(device: torch.device, batch_size: int) -> str:
 
 
 def _warn_if_wrong_modality(
-    images: Sequence[sitk.Image], card: ModelCard, plans: Plans, on_event: EventCallback | None
+    images: Sequence[sitk.Image],
+    card: ModelCard,
+    plans: Plans,
+    on_event: EventCallback | None,
+    refuse: bool = False,
 ) -> None:
-    """Emit a WarningEvent when the inputs do not look like the model's modality (a CT model on an MR)."""
+    """Emit a WarningEvent when the inputs do not look like the model's modality (a CT model on an MR);
+    with ``refuse`` raise InputImageError instead."""
     from unetrpp.pipeline.modality import modality_warning
 
     warning = modality_warning(images, card, plans=plans)
+    if warning is not None and refuse:
+        raise InputImageError(f"{warning} (--force-modality runs it anyway)")
     if warning is not None:
         logger.info("modality check: %s", warning)
         emit(on_event, WarningEvent(f"{warning} (--force-modality skips this check)"))

@@ -103,6 +103,9 @@ class SegmentOptions:
             what the model was trained on: a CT model given an MR or an image not in Hounsfield units,
             an MR model given a CT (:mod:`unetrpp.pipeline.modality`). False skips the check (CLI
             ``--force-modality``).
+        refuse_wrong_modality: make that check's finding an ``InputImageError`` instead of a warning: a
+            cohort (``unetrpp batch``) fails such a case alone rather than hiding a meaningless result
+            among thousands.
     """
 
     device: str = "auto"
@@ -119,6 +122,7 @@ class SegmentOptions:
     crop_to_body: bool | None = None
     series_uid: str | None = None
     check_modality: bool = True
+    refuse_wrong_modality: bool = False
 
     def __post_init__(self) -> None:
         self._apply_quality()
