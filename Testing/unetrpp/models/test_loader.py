@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -130,6 +131,17 @@ def test_unknown_name_or_missing_file(tmp_path: Path) -> None:
         load_model(tmp_path / "nowhere.unetrpp")
     with pytest.raises(ModelNotFoundError, match="does not exist"):
         load_model(str(tmp_path / "model_final_checkpoint.model"))
+
+
+def test_a_device_or_a_pipe_given_as_model_is_named_for_what_it_is(tmp_path: Path) -> None:
+    pipe = tmp_path / "model_final_checkpoint.model"
+    os.mkfifo(pipe)
+    for path, what in ((Path("/dev/zero"), "a character device"), (pipe, "a named pipe")):
+        with pytest.raises(ModelNotFoundError) as refused:
+            load_model(str(path))
+        message = str(refused.value)
+        assert "does not exist" not in message
+        assert message == f"model file {path} is {what}, not a regular file; give a .unetrpp or .model file"
 
 
 def test_registry_name_loads_the_weights_imported_for_it(

@@ -593,6 +593,58 @@ def test_a_zip_with_a_bad_crc_is_refused_in_one_line(official_checkpoint, home, 
     assert not (home / "models" / "tiny").exists()
 
 
+@pytest.mark.parametrize("cut", [700, "half"])
+def test_import_of_a_truncated_checkpoint_says_it_is_truncated(official_checkpoint, home, tmp_path, cut):
+    data = official_checkpoint.read_bytes()
+    truncated = tmp_path / "model_final_checkpoint.model"
+    truncated.write_bytes(data[: len(data) // 2 if cut == "half" else len(data) - cut])
+    with pytest.raises(CheckpointError) as refused:
+        store.import_weights(truncated, _tiny_card("tiny"))
+    message = str(refused.value)
+    assert "not a PyTorch checkpoint" not in message
+    assert message == f"{truncated} is truncated (its zip directory is missing); download it again"
+    assert not (home / "models" / "tiny").exists()
+
+
+@pytest.mark.parametrize("damaged", ["plans", "checkpoint"])
+def test_errors_from_a_zip_import_name_the_zip_and_its_member(official_checkpoint, home, tmp_path, damaged):
+    member = "unetr_pp_synapse/fold_0/model_final_checkpoint.model"
+    data = official_checkpoint.read_bytes()
+    wrapped = tmp_path / "weights.zip"
+    with zipfile.ZipFile(wrapped, "w", compression=zipfile.ZIP_STORED) as archive:
+        archive.writestr(member, data[: len(data) // 2] if damaged == "checkpoint" else data)
+        archive.writestr(member + ".pkl", b"these bytes are no pickle")
+    with pytest.raises(CheckpointError) as refused:
+        store.import_weights(wrapped, _tiny_card("tiny"))
+    message = str(refused.value)
+    assert "\n" not in message and str(home) not in message and ".incoming" not in message
+    named = (
+        f"'{member}.pkl' in {wrapped} is not a readable plans pickle"
+        if damaged == "plans"
+        else f"'{member}' in {wrapped} is truncated"
+    )
+    assert message.startswith(named), message
+    assert not (home / "models" / "tiny").exists()
+
+
+@pytest.mark.parametrize(
+    "outside", ["../../outside/model_final_checkpoint.model", "/etc/model_final_checkpoint.model"]
+)
+def test_a_zip_with_a_member_outside_it_is_refused_naming_the_member(
+    official_checkpoint, home, tmp_path, outside
+):
+    traversal = tmp_path / "traversal.zip"
+    with zipfile.ZipFile(traversal, "w", compression=zipfile.ZIP_STORED) as archive:
+        archive.writestr(zipfile.ZipInfo(outside), official_checkpoint.read_bytes())
+        archive.writestr(zipfile.ZipInfo(outside + ".pkl"), b"junk")
+    with pytest.raises(CheckpointError) as refused:
+        store.import_weights(traversal, _tiny_card("tiny"))
+    assert str(refused.value) == (
+        f"{traversal} holds '{outside}', a path outside the archive (a tampered file?); nothing was extracted"
+    )
+    assert not (home / "models" / "tiny").exists()
+
+
 def test_a_zip_bomb_is_refused_before_anything_is_extracted(home, tmp_path, monkeypatch):
     bomb = tmp_path / "bomb.zip"
     with (

@@ -9,7 +9,9 @@ A zip can declare a member far larger than itself (a "zip bomb": 1 MB of zeros t
 fills the disk). Checkpoints hardly compress (float weights), so a member is refused before anything is
 extracted when it would expand more than ``_MAX_EXPANSION`` times beyond a small allowance, or beyond
 ``_MAX_MEMBER_BYTES``; the zip reader never writes more than the declared size. A damaged member (bad
-CRC) is a one-line error too.
+CRC) is a one-line error too, and so is a member named outside the archive (``../``, ``/etc/...``: only
+a tampered file has one). Members are extracted to fixed names whatever they are called, and errors
+about them name the member inside the user's zip (:func:`name_extracted`), not those files.
 """
 
 from __future__ import annotations
@@ -18,11 +20,17 @@ import os
 import shutil
 import tempfile
 import zipfile
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from unetrpp.errors import CheckpointError
 
-__all__ = ["is_torch_archive", "checkpoint_member", "extract_checkpoint"]
+__all__ = [
+    "is_torch_archive",
+    "check_zip_complete",
+    "checkpoint_member",
+    "extract_checkpoint",
+    "name_extracted",
+]
 
 _CHECKPOINT_SUFFIX = ".model"
 _MAX_MEMBER_BYTES = 8 << 30  # the largest official checkpoint (lung) is well under 2 GB
@@ -37,6 +45,12 @@ def is_torch_archive(path: str | Path) -> bool:
             return any(name.endswith("data.pkl") for name in archive.namelist())
     except (zipfile.BadZipFile, OSError):
         return False
+
+
+def check_zip_complete(path: str | Path) -> None:
+    """Raise CheckpointError when ``path`` starts like a zip file but lacks its directory (cut short)."""
+    if not zipfile.is_zipfile(path):
+        raise CheckpointError(f"{path} is truncated (its zip directory is missing); download it again")
 
 
 def checkpoint_member(path: str | Path) -> str | None:
@@ -65,7 +79,9 @@ def extract_checkpoint(archive_path: str | Path, target: str | Path) -> Path | N
     extracted: list[tuple[str, Path]] = []
     try:
         with zipfile.ZipFile(archive_path) as archive:
-            names = set(archive.namelist())
+            listing = archive.namelist()
+            _check_inside(archive_path, listing)
+            names = set(listing)
             wanted = [(member, target)]
             if member + ".pkl" in names:
                 wanted.append((member + ".pkl", target.with_name(target.name + ".pkl")))
@@ -94,3 +110,23 @@ def _check_expansion(archive_path: Path, info: zipfile.ZipInfo) -> None:
             f"{archive_path}: '{info.filename}' would expand from {info.compress_size / 1e6:.1f} MB to "
             f"{info.file_size / 1e6:.0f} MB, which no checkpoint does (a zip bomb?); nothing was extracted"
         )
+
+
+def _check_inside(archive_path: Path, names: list[str]) -> None:
+    """Refuse an archive naming a member outside itself (absolute, a drive, or ``..``): a tampered file."""
+    for name in names:
+        path = PurePosixPath(name.replace("\\", "/"))
+        if path.is_absolute() or ".." in path.parts or (path.parts and path.parts[0].endswith(":")):
+            raise CheckpointError(
+                f"{archive_path} holds '{name}', a path outside the archive (a tampered file?); "
+                "nothing was extracted"
+            )
+
+
+def name_extracted(message: str, target: Path, archive_path: Path, member: str) -> str:
+    """``message`` naming the archive member (and its plans) instead of the files it was extracted to
+    by :func:`extract_checkpoint`, which are gone once the error reaches the user."""
+    plans = target.with_name(target.name + ".pkl")
+    return message.replace(str(plans), f"'{member}.pkl' in {archive_path}").replace(
+        str(target), f"'{member}' in {archive_path}"
+    )

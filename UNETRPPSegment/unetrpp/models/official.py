@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from unetrpp.errors import CheckpointError, CheckpointMismatchError, UnsafeCheckpointError
+from unetrpp.models.archive import check_zip_complete
 from unetrpp.models.cards import Plans
 from unetrpp.models.nnunet_plans import plans_from_nnunet_dict
 from unetrpp.models.safe_pickle import load_plain_pickle, torch_numpy_allowlist
@@ -69,8 +70,7 @@ def _sniff(path: Path) -> bool:
             "or confirmation page instead of the file"
         )
     if head[:2] == b"PK":
-        if not zipfile.is_zipfile(path):
-            raise CheckpointError(f"{path} is truncated (its zip directory is missing); download it again")
+        check_zip_complete(path)
         with zipfile.ZipFile(path) as archive:
             names = archive.namelist()
         if not any(name.endswith("data.pkl") for name in names):

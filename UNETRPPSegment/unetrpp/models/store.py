@@ -39,7 +39,7 @@ from pathlib import Path
 
 from unetrpp.errors import CheckpointError, DownloadError, ModelNotFoundError, OutputExistsError, UnetrppError
 from unetrpp.events import EventCallback, StageEvent, WarningEvent, emit
-from unetrpp.models.archive import extract_checkpoint
+from unetrpp.models.archive import checkpoint_member, extract_checkpoint, name_extracted
 from unetrpp.models.cards import ModelCard, WeightsSource
 from unetrpp.models.download import DEFAULT_TIMEOUT_SECONDS, PART_SUFFIXES, fetch, sha256_of
 from unetrpp.models.home import HOME_ENVIRONMENT_VARIABLE, model_home
@@ -287,6 +287,7 @@ def import_weights(path: str | Path, model: str | ModelCard, *, overwrite: bool 
                 f"them or run `unetrpp models remove {card.name}` first"
             )
         staging = folder / _IMPORT_STAGING
+        member = checkpoint_member(given)
         try:
             # A checkpoint published inside a plain zip is installed unpacked; any other file is checked
             # where the user put it, so that errors name it.
@@ -295,6 +296,12 @@ def import_weights(path: str | Path, model: str | ModelCard, *, overwrite: bool 
             check_weights_file(checked, weights_format, deep=True, card=card)
             if checked is given:
                 _copy_with_plans(given, staging, with_plans=weights_format == "official")
+        except CheckpointError as error:
+            _discard_staging(staging)
+            if member is None:
+                raise
+            # The extracted files are gone: name the user's zip and the member instead.
+            raise type(error)(name_extracted(str(error), staging, given, member)) from error
         except BaseException:
             _discard_staging(staging)
             raise

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from unetrpp.errors import CheckpointError, CheckpointMismatchError, UnetrppError
-from unetrpp.models.archive import is_torch_archive
+from unetrpp.models.archive import check_zip_complete, is_torch_archive
 from unetrpp.models.cards import ModelCard
 from unetrpp.models.share_links import looks_like_html
 
@@ -67,6 +67,8 @@ def check_weights_file(
             f"{path} is a web page, not a checkpoint (Google Drive sends one when its quota is exceeded or "
             "it asks for a confirmation); download the file again in a browser"
         )
+    if head.startswith(_ZIP_MAGIC):
+        check_zip_complete(path)
     found = sniff_format(path)
     if found != weights_format:
         expected = (
