@@ -15,6 +15,7 @@ With ``--progress json`` the CLI writes each event as one JSON object per line o
 from __future__ import annotations
 
 import json
+import logging
 import sys
 import time
 from collections.abc import Callable
@@ -32,6 +33,7 @@ __all__ = [
     "JsonLinesEmitter",
     "ProgressTracker",
     "emit",
+    "warn",
 ]
 
 
@@ -95,6 +97,14 @@ def emit(on_event: EventCallback | None, event: Event) -> None:
     """Send ``event`` to ``on_event`` if there is a listener."""
     if on_event is not None:
         on_event(event)
+
+
+def warn(on_event: EventCallback | None, message: str, logger: logging.Logger) -> None:
+    """A WarningEvent to ``on_event``, or ``message`` logged on ``logger`` when nobody listens (never
+    both: the CLI prints events, so a logged copy would show twice)."""
+    if on_event is None:
+        logger.warning("%s", message)
+    emit(on_event, WarningEvent(message))
 
 
 class JsonLinesEmitter:

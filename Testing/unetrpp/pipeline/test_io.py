@@ -3,6 +3,7 @@ with one clear line."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,7 @@ import pytest
 import SimpleITK as sitk
 from unetrpp.errors import InputImageError
 from unetrpp.pipeline.io import check_same_grid, read_image, read_inputs, validate_image
+from vendored_data import data_path
 
 
 def _volume(shape_zyx=(6, 7, 8), spacing=(0.8, 0.9, 2.5), origin=(-10.0, 5.0, 30.0), dtype=np.int16, seed=0):
@@ -121,6 +123,22 @@ def test_dicom_series_with_missing_slice_is_refused(tmp_path):
         read_image(tmp_path)
 
 
+def test_a_truncated_dicom_slice_is_named_not_reported_as_irregular_spacing(tmp_path):
+    # GDCM leaves a file it cannot parse out of the series, so five slices of a real series with the
+    # middle one cut in half read as a stack with a gap; the error must name the damaged file.
+    folder = tmp_path / "series"
+    folder.mkdir()
+    for source in sorted(data_path("real_inputs", "totalseg_example_ct", "example_ct_dicom").iterdir())[:5]:
+        shutil.copy(source, folder)
+    damaged = sorted(folder.iterdir())[2]
+    damaged.write_bytes(damaged.read_bytes()[: damaged.stat().st_size // 2])
+    with pytest.raises(InputImageError) as refused:
+        read_image(folder)
+    message = str(refused.value)
+    assert "\n" not in message and "irregular" not in message
+    assert f"{damaged} is damaged" in message and "missing from the series" in message
+
+
 def test_single_dicom_file_asks_for_the_folder(tmp_path):
     _write_dicom_series(tmp_path, "1.2.3.4.10", 3)
     with pytest.raises(InputImageError, match="single DICOM slice; pass the folder"):
@@ -175,6 +193,17 @@ def test_4d_image_for_a_single_channel_model_is_refused(tmp_path):
     path = _write(sitk.GetImageFromArray(array, isVector=False), tmp_path / "four.nii.gz")
     with pytest.raises(InputImageError, match=r"is 4D \(size 6x5x4x2\)"):
         read_inputs([path], 1)
+
+
+def test_4d_file_with_another_frame_count_than_the_model_inputs_says_how_many_it_holds(tmp_path):
+    array = np.random.default_rng(0).random((3, 4, 5, 6)).astype(np.float32)
+    path = _write(sitk.GetImageFromArray(array, isVector=False), tmp_path / "ch3_4d.nrrd")
+    with pytest.raises(InputImageError) as refused:
+        read_inputs([path], 2, channel_names=("T2", "ADC"), model_name="prostate")
+    message = str(refused.value)
+    assert "\n" not in message and "single volume" not in message
+    assert message.startswith("model prostate needs 2 inputs (T2, ADC), got 1:")
+    assert f"{path} holds 3 volumes (a 4D image)" in message and "one file per input" in message
 
 
 def test_vector_image_is_refused(tmp_path):

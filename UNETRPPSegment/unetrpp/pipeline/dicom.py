@@ -12,18 +12,21 @@
 * **Series with variable slice spacing or missing slices are refused** for the same reason: a regular
   grid cannot hold them without moving slices. Both checks compare every slice's Image Position
   (Patient) with the grid SimpleITK built; a deviation above 10 % of the smallest voxel spacing refuses.
+  GDCM leaves a file whose header it cannot parse (a truncated copy) out of the series without a word;
+  when such a file leaves the gap, the error names it instead of the spacing.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 
 from unetrpp.errors import InputImageError
-from unetrpp.events import EventCallback, WarningEvent, emit
+from unetrpp.events import EventCallback, warn
 from unetrpp.pipeline.itk_warnings import itk_warnings_off
 
 __all__ = [
@@ -75,7 +78,7 @@ def _read_series(folder: Path, series_uid: str | None, on_event: EventCallback |
     except RuntimeError as error:
         raise InputImageError(f"cannot read DICOM series {uid} in {folder} (damaged files?)") from error
     if len(files) > 1:
-        _check_slice_geometry(image, reader, f"DICOM series {uid} in {folder}")
+        _check_slice_geometry(image, reader, f"DICOM series {uid} in {folder}", folder)
     if reader.HasMetaDataKey(0, "0008|0060"):  # the series reader keeps no tags on the image; the
         image.SetMetaData("0008|0060", reader.GetMetaData(0, "0008|0060"))  # modality check wants this one
     logger.info("read DICOM series %s (%d files) from %s", uid, len(files), folder)
@@ -108,9 +111,7 @@ def _select_series(
                 f"{folder} holds {len(series)} DICOM series; read the largest, {uid} ({len(series[uid])} "
                 f"slices); pass --series UID for another: {listing}"
             )
-            if on_event is None:  # a library caller without a listener still hears of it
-                logger.warning("%s", message)
-            emit(on_event, WarningEvent(message))
+            warn(on_event, message, logger)
     return uid, series[uid]
 
 
@@ -140,8 +141,9 @@ def _image_series(folder: Path) -> dict[str, list[str]]:
     return series
 
 
-def _check_slice_geometry(image: sitk.Image, reader: sitk.ImageSeriesReader, name: str) -> None:
-    """Refuse a series whose slices do not sit where the regular grid SimpleITK built puts them."""
+def _check_slice_geometry(image: sitk.Image, reader: sitk.ImageSeriesReader, name: str, folder: Path) -> None:
+    """Refuse a series whose slices do not sit where the regular grid SimpleITK built puts them; a gap
+    left by a damaged file of ``folder`` names that file."""
     if image.GetDimension() != 3 or image.GetSize()[2] != len(reader.GetFileNames()):
         return  # multi-frame files: GDCM placed the frames itself
     positions, orientations = [], []
@@ -171,10 +173,39 @@ def _check_slice_geometry(image: sitk.Image, reader: sitk.ImageSeriesReader, nam
             f"{name} is gantry-tilted ({tilt_deg:.1f} deg: slices not stacked perpendicular to their plane); "
             "regularise it first (Slicer DICOM acquisition geometry regularization, or dcm2niix)"
         )
+    damaged = _damaged_dicom_files(folder, reader.GetFileNames())
+    if damaged:
+        more = f" (and {len(damaged) - 1} more)" if len(damaged) > 1 else ""
+        raise InputImageError(
+            f"{name}: {damaged[0]}{more} is damaged (its DICOM header cannot be read; a truncated copy?), "
+            "so its slice is missing from the series; replace it with an intact copy"
+        )
     raise InputImageError(
         f"{name} has irregular slice spacing ({np.abs(along).min():.3g} to {np.abs(along).max():.3g} mm; "
         "missing or duplicate slices?); resample it to a regular grid first"
     )
+
+
+def _damaged_dicom_files(folder: Path, listed: Sequence[str]) -> list[Path]:
+    """Files of ``folder`` that look like DICOM but that no series lists and whose header cannot be read.
+
+    GDCM leaves such files out of every series without a word. This reads headers, so it only runs once
+    a series has been refused.
+    """
+    names = {Path(file).name for file in listed}
+    damaged = []
+    for path in sorted(folder.iterdir()):
+        if path.name in names or not path.is_file():
+            continue
+        header = sitk.ImageFileReader()
+        header.SetFileName(str(path))
+        try:
+            if not is_dicom_file(path):
+                continue
+            header.ReadImageInformation()
+        except (OSError, RuntimeError):
+            damaged.append(path)
+    return damaged
 
 
 def _numbers(text: str) -> list[float]:

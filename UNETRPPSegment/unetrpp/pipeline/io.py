@@ -28,7 +28,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from unetrpp.errors import InputImageError
-from unetrpp.events import EventCallback, WarningEvent, emit
+from unetrpp.events import EventCallback, warn
 from unetrpp.pipeline.dicom import (
     GRID_TOLERANCE_VOXELS,
     NON_IMAGE_MODALITIES,
@@ -120,7 +120,10 @@ def read_inputs(
         raw = _read_raw(Path(paths[0]), series_uid, on_event)
         channels = _split_channels(raw, num_channels)
         if channels is None:
-            raise InputImageError(f"{count_error}: {paths[0]} holds a single volume")
+            raise InputImageError(
+                f"{count_error}: {paths[0]} holds {_volume_count(raw)}; give one file per input, or one "
+                f"4D file of {num_channels} volumes"
+            )
         images = [validate_image(c, name=f"{paths[0]} channel {i + 1}") for i, c in enumerate(channels)]
         return images
     if len(paths) != num_channels:
@@ -198,20 +201,12 @@ def _read_raw(path: Path, series_uid: str | None, on_event: EventCallback | None
     with itk_warnings_captured() as itk_warnings:
         image = _read_file(path)
     for message in itk_warnings:
-        _warn(on_event, f"reading {path}: {message}")
+        warn(on_event, f"reading {path}: {message}", logger)
     if nifti is not None:
         geometry = qform_sform_warning(path, nifti, image)
         if geometry is not None:
-            _warn(on_event, geometry)
+            warn(on_event, geometry, logger)
     return image
-
-
-def _warn(on_event: EventCallback | None, message: str) -> None:
-    """A WarningEvent, or a logged warning for a caller without a listener (never both: the CLI prints
-    events)."""
-    if on_event is None:
-        logger.warning("%s", message)
-    emit(on_event, WarningEvent(message))
 
 
 def _read_file(path: Path) -> sitk.Image:
@@ -245,6 +240,16 @@ def _split_channels(image: sitk.Image, num_channels: int) -> list[sitk.Image] | 
     if image.GetDimension() == 4 and image.GetSize()[3] == num_channels:
         return [image[:, :, :, c] for c in range(num_channels)]
     return None
+
+
+def _volume_count(image: sitk.Image) -> str:
+    """How many volumes ``image`` holds, in words ("3 volumes (a 4D image)", "a single volume")."""
+    components = image.GetNumberOfComponentsPerPixel()
+    if components > 1:
+        return f"{components} values per voxel (a vector image)"
+    if image.GetDimension() == 4 and image.GetSize()[3] > 1:
+        return f"{image.GetSize()[3]} volumes (a 4D image)"
+    return "a single volume"
 
 
 def check_same_grid(images: Sequence[sitk.Image], names: Sequence[str] | None = None) -> None:

@@ -43,7 +43,7 @@ import torch
 from torch import nn
 
 from unetrpp.errors import UnetrppError
-from unetrpp.events import EventCallback, ProgressTracker, WarningEvent, emit
+from unetrpp.events import EventCallback, ProgressTracker, warn
 
 __all__ = [
     "Precision",
@@ -376,13 +376,7 @@ def _warn_if_many_tiles(
             f"overlap {overlap:g} tiles the volume with {count} tiles, {factor} the {usual} of overlap "
             f"{DEFAULT_OVERLAP:g}, so inference takes about {factor} as long; lower --overlap"
         )
-        _warn(on_event, message)
-
-
-def _warn(on_event: EventCallback | None, message: str) -> None:
-    if on_event is None:  # a library caller without a listener still hears of it
-        logger.warning("%s", message)
-    emit(on_event, WarningEvent(message))
+        warn(on_event, message, logger)
 
 
 def predict_sliding_window(
