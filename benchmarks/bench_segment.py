@@ -554,13 +554,14 @@ def _format_report(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_results(path: Path, generated: str) -> None:
-    """Replace the generated section of ``path`` (keeping everything around it), atomically."""
-    block = f"{GENERATED_START}\n{generated}{GENERATED_END}\n"
+def write_results(path: Path, generated: str, start: str = GENERATED_START, end: str = GENERATED_END) -> None:
+    """Replace the generated section between ``start`` and ``end`` of ``path`` (keeping everything around
+    it; appended when there is none yet), atomically."""
+    block = f"{start}\n{generated}{end}\n"
     text = path.read_text() if path.exists() else "# Benchmark results\n\n"
-    if GENERATED_START in text and GENERATED_END in text:
-        before, rest = text.split(GENERATED_START, 1)
-        after = rest.split(GENERATED_END, 1)[1].lstrip("\n")
+    if start in text and end in text:
+        before, rest = text.split(start, 1)
+        after = rest.split(end, 1)[1].lstrip("\n")
         text = before + block + ("\n" + after if after else "")
     else:
         text = text.rstrip("\n") + "\n\n" + block
