@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 import SimpleITK as sitk
-import torch
 from unetrpp.cli import main
 from unetrpp.pipeline.io import read_image
 from vendored_data import data_path
@@ -92,30 +91,15 @@ def test_a_real_ct_gets_no_warning(tmp_path, capsys):
 
 
 def test_an_mr_model_on_a_real_ct_warns(tmp_path, capsys):
-    from unetrpp.labels.terminology import structures_for
-    from unetrpp.models.cards import ChannelNormalization, ModelCard, Plans
-    from unetrpp.models.checkpoint import save_model
-    from unetrpp.network import build_network
+    from tiny_models import TINY_PATCH_ZYX, save_tiny_synapse
+    from unetrpp.models.cards import ChannelNormalization, Plans
 
-    patch = (16, 32, 32)
-    torch.manual_seed(0)
-    overrides = {"patch_size": patch, "feature_size": 4, "dims": (8, 16, 32, 64), "deep_supervision": False}
-    network = build_network("synapse", out_channels=14, **overrides)
-    plans = Plans((ChannelNormalization("nonCT", use_nonzero_mask=True),), (3.0, 3.0, 3.0), patch, 14)
-    card = ModelCard(
-        name="tiny-mr",
-        title="tiny random MR UNETR++ (test)",
-        task="abdominal organs",
-        modality="MR",
-        input_channels=("T2w",),
-        label_set="synapse",
-        labels=tuple((s.label_value, s.name) for s in structures_for("synapse")),
-        variant="synapse",
-        patch_size_zyx=patch,
-        network_overrides={**overrides, "out_channels": 14},
-        plans=plans,
+    plans = Plans(
+        (ChannelNormalization("nonCT", use_nonzero_mask=True),), (3.0, 3.0, 3.0), TINY_PATCH_ZYX, 14
     )
-    model = save_model(tmp_path / "tiny-mr.unetrpp", network, card)
+    model = save_tiny_synapse(
+        tmp_path / "tiny-mr.unetrpp", plans, name="tiny-mr", modality="MR", input_channels=("T2w",)
+    )
     output = tmp_path / "ct.seg.nrrd"
     argv = ["segment", str(_real_ct_block(tmp_path)), str(output), "--model", str(model), "--device", "cpu"]
     assert main([*argv, "--overlap", "0", "--progress", "none"]) == 0

@@ -16,41 +16,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
-import torch
+from tiny_models import ct_plans, save_tiny_synapse
 from unetrpp.cli import main
 from unetrpp.labels.seg_nrrd import read_seg_nrrd
 from unetrpp.labels.terminology import structures_for
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-PATCH = (16, 32, 32)
 
 
 @pytest.fixture(scope="module")
 def model_file(tmp_path_factory) -> Path:
-    from unetrpp.models.cards import ChannelNormalization, ModelCard, Plans
-    from unetrpp.models.checkpoint import save_model
-    from unetrpp.network import build_network
-
-    torch.manual_seed(0)
-    overrides = {"patch_size": PATCH, "feature_size": 4, "dims": (8, 16, 32, 64), "deep_supervision": False}
-    network = build_network("synapse", out_channels=14, **overrides)
-    channel = ChannelNormalization("CT", mean=40.0, sd=80.0, lower_bound=-160.0, upper_bound=240.0)
-    plans = Plans((channel,), (3.0, 1.5, 1.5), PATCH, 14)
-    card = ModelCard(
-        name="tiny-synapse",
-        title="tiny random UNETR++ (test)",
-        task="abdominal organs",
-        modality="CT",
-        input_channels=("CT",),
-        label_set="synapse",
-        labels=tuple((s.label_value, s.name) for s in structures_for("synapse")),
-        variant="synapse",
-        patch_size_zyx=PATCH,
-        network_overrides={**overrides, "out_channels": 14},
-        orientation="RAS",
-        plans=plans,
-    )
-    return save_model(tmp_path_factory.mktemp("model") / "tiny.unetrpp", network, card)
+    return save_tiny_synapse(tmp_path_factory.mktemp("model") / "tiny.unetrpp", ct_plans((3.0, 1.5, 1.5)))
 
 
 def _write(image: sitk.Image, path: Path) -> Path:

@@ -18,8 +18,8 @@ import numpy as np
 import pydicom
 import pytest
 import SimpleITK as sitk
-import torch
 import unetrpp
+from tiny_models import ct_plans, save_tiny_synapse
 from unetrpp.cli import main
 from unetrpp.errors import DicomSegError
 from unetrpp.labels.dicom_seg import find_dicom_source, write_dicom_seg
@@ -31,36 +31,14 @@ REAL = Path(__file__).resolve().parents[2] / "data" / "real_inputs"
 CT3 = REAL / "dcmqi_ct3slice" / "dicom"
 # Its de-identification blanked the Study, Series and SOP Instance UIDs: no SEG can reference it.
 BLANKED_UIDS = REAL / "totalseg_example_ct" / "example_ct_dicom"
-PATCH = (16, 32, 32)
+
 SEGMENTATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
 
 
 @pytest.fixture(scope="module")
 def model_file(tmp_path_factory) -> Path:
     """A tiny random UNETR++ at 6 mm in-plane: a 512 x 512 CT takes a few tiles, yet labels many organs."""
-    from unetrpp.models.cards import ChannelNormalization, ModelCard, Plans
-    from unetrpp.models.checkpoint import save_model
-    from unetrpp.network import build_network
-
-    torch.manual_seed(0)
-    overrides = {"patch_size": PATCH, "feature_size": 4, "dims": (8, 16, 32, 64), "deep_supervision": False}
-    network = build_network("synapse", out_channels=14, **overrides)
-    channel = ChannelNormalization("CT", mean=40.0, sd=80.0, lower_bound=-160.0, upper_bound=240.0)
-    card = ModelCard(
-        name="tiny-synapse",
-        title="tiny random UNETR++ (test)",
-        task="abdominal organs",
-        modality="CT",
-        input_channels=("CT",),
-        label_set="synapse",
-        labels=tuple((s.label_value, s.name) for s in structures_for("synapse")),
-        variant="synapse",
-        patch_size_zyx=PATCH,
-        network_overrides={**overrides, "out_channels": 14},
-        orientation="RAS",
-        plans=Plans((channel,), (3.0, 6.0, 6.0), PATCH, 14),
-    )
-    return save_model(tmp_path_factory.mktemp("model") / "tiny.unetrpp", network, card)
+    return save_tiny_synapse(tmp_path_factory.mktemp("model") / "tiny.unetrpp", ct_plans((3.0, 6.0, 6.0)))
 
 
 def _segment(model_file: Path, folder: Path, out: Path, *extra: str) -> list[str]:

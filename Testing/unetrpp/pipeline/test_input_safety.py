@@ -20,11 +20,11 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
+from tiny_models import TINY_PATCH_ZYX, ct_plans, tiny_synapse_model
 from torch import nn
 from unetrpp.errors import CheckpointError, InputImageError, UnetrppError
 from unetrpp.events import ProgressEvent, WarningEvent
-from unetrpp.labels.terminology import structures_for
-from unetrpp.models.cards import ChannelNormalization, ModelCard, Plans
+from unetrpp.models.cards import Plans
 from unetrpp.models.loader import LoadedModel
 from unetrpp.pipeline.io import read_image
 from unetrpp.pipeline.itk_warnings import itk_warnings_captured
@@ -32,7 +32,6 @@ from unetrpp.pipeline.modality import modality_warning
 from unetrpp.pipeline.predictor import SegmentOptions, segment
 from unetrpp.pipeline.sliding_window import _warn_if_many_tiles
 
-PATCH = (16, 32, 32)
 DICOM_CT = Path(__file__).resolve().parents[2] / "data/real_inputs/totalseg_example_ct/example_ct_dicom"
 SPACING_XYZ = (3.0, 3.0, 4.0)
 
@@ -51,35 +50,11 @@ def _ct_phantom(direction=(1, 0, 0, 0, 1, 0, 0, 0, 1), dtype=np.int16, offset=0)
 
 
 def _plans(mean=40.0, sd=80.0) -> Plans:
-    channel = ChannelNormalization("CT", mean=mean, sd=sd, lower_bound=-160.0, upper_bound=240.0)
-    return Plans((channel,), (4.0, 3.0, 3.0), PATCH, 14)
-
-
-def _card(plans: Plans, overrides: dict) -> ModelCard:
-    return ModelCard(
-        name="tiny-synapse",
-        title="tiny random UNETR++ (test)",
-        task="abdominal organs",
-        modality="CT",
-        input_channels=("CT",),
-        label_set="synapse",
-        labels=tuple((s.label_value, s.name) for s in structures_for("synapse")),
-        variant="synapse",
-        patch_size_zyx=PATCH,
-        network_overrides={**overrides, "out_channels": 14},
-        orientation="RAS",
-        plans=plans,
-    )
+    return ct_plans((4.0, 3.0, 3.0), mean=mean, sd=sd)
 
 
 def _tiny_model(plans: Plans | None = None) -> LoadedModel:
-    from unetrpp.network import build_network
-
-    torch.manual_seed(0)
-    overrides = {"patch_size": PATCH, "feature_size": 4, "dims": (8, 16, 32, 64), "deep_supervision": False}
-    network = build_network("synapse", out_channels=14, **overrides)
-    plans = plans or _plans()
-    return LoadedModel(network.eval(), _card(plans, overrides), plans)
+    return tiny_synapse_model(plans or _plans())
 
 
 @pytest.fixture(scope="module")
@@ -245,7 +220,7 @@ class _AlwaysBackground(nn.Module):
 
 def test_an_empty_result_of_a_ct_model_on_a_scan_with_a_body_gets_a_warning():
     tiny = _tiny_model()
-    model = LoadedModel(_AlwaysBackground(PATCH), tiny.card, tiny.plans)
+    model = LoadedModel(_AlwaysBackground(TINY_PATCH_ZYX), tiny.card, tiny.plans)
     events = []
     result = segment(_ct_phantom(), model, options=SegmentOptions(device="cpu"), on_event=events.append)
     assert all(v.voxels == 0 for v in result.volumes)
