@@ -136,7 +136,6 @@ def test_make_sample_regenerates_the_shipped_files(regenerated):
 
 
 def test_registration_uses_only_slicers_keywords_and_consistent_per_file_lists():
-    assert list(sample_data.REGISTRATION_KEYWORDS) == SLICER_REGISTER_PARAMETERS
     logic = RecordingLogic()
     assert sample_data.register_sample_data(logic) is True
     (keywords,) = logic.calls

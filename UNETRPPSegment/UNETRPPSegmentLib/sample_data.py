@@ -10,7 +10,9 @@ What this relies on, in Slicer's ``Modules/Scripted/SampleData/SampleData.py`` (
 v5.10.0 and v5.12.3, the versions this module supports):
 
 - ``SampleDataLogic.registerCustomSampleDataSource`` (v5.10.0 line 510, v5.12.3 line 553) takes the
-  keywords of :data:`REGISTRATION_KEYWORDS`; every per-file argument is a list of equal length.
+  keywords category, sampleName, uris, fileNames, nodeNames, customDownloader, thumbnailFileName,
+  loadFileTypes, loadFiles, loadFileProperties, checksums and the deprecated loadFileType; every
+  per-file argument is a list of equal length (the tests keep the call to these keywords).
 - A click runs ``downloadFromSource`` (v5.10.0 line 796, v5.12.3 line 850): ``downloadFile``
   (v5.10.0 line 1079, v5.12.3 line 1133) copies each URI with ``urllib.request.urlretrieve`` (which
   reads ``file://`` URIs) into ``slicer.mrmlScene.GetCacheManager().GetRemoteCacheDirectory()`` under
@@ -35,7 +37,6 @@ from typing import Any
 
 __all__ = [
     "CATEGORY",
-    "REGISTRATION_KEYWORDS",
     "SAMPLE_DIR",
     "SAMPLE_FILES",
     "SAMPLE_NAME",
@@ -52,22 +53,6 @@ CATEGORY = "UNETR++"
 SAMPLE_NAME = "UNETRPPPhantom"
 SAMPLE_DIR = Path(__file__).resolve().parents[1] / "Resources" / "SampleData"
 THUMBNAIL = "UNETRPPPhantom.png"
-
-# registerCustomSampleDataSource's parameters (SampleData.py, v5.10.0 line 510 = v5.12.3 line 553).
-REGISTRATION_KEYWORDS = (
-    "category",
-    "sampleName",
-    "uris",
-    "fileNames",
-    "nodeNames",
-    "customDownloader",
-    "thumbnailFileName",
-    "loadFileTypes",
-    "loadFiles",
-    "loadFileProperties",
-    "checksums",
-    "loadFileType",
-)
 
 
 @dataclass(frozen=True)
