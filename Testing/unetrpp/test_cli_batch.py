@@ -200,3 +200,32 @@ def test_sigkill_mid_run_then_the_same_command_keeps_finished_cases_and_redoes_t
     assert not [p for p in out.iterdir() if _TEMPORARY in p.name]
     report = json.loads((out / "batch_report.json").read_text())
     assert [c["status"] for c in report["cases"]] == ["skipped", "done", "done"]
+
+
+def test_dicom_seg_for_dicom_cases_and_a_one_line_failure_for_the_others(model_file, tmp_path, capsys):
+    """--dicom-seg: the DICOM folder case gets <case>.seg.dcm with the .seg.nrrd's structures and voxel
+    counts; a NIfTI case fails alone, before its inference, saying a SEG needs a DICOM input."""
+    import shutil
+
+    from unetrpp.labels.dicom_seg import read_dicom_seg
+    from unetrpp.labels.terminology import structures_for
+    from vendored_data import data_path
+
+    source = tmp_path / "cohort"
+    source.mkdir()
+    shutil.copytree(data_path("real_inputs", "dcmqi_ct3slice/dicom"), source / "chest")
+    sitk.WriteImage(_synthetic_ct(**_SMALL), str(source / "nifti.nii.gz"))
+    out = tmp_path / "out"
+    argv = _batch(source, out, "--model", model_file, "--progress", "json", "--dicom-seg", "--overlap", "0")
+    assert main(argv) == 3
+    done = {e["case"]: e for e in _events(capsys.readouterr().out) if e["event"] == "case_done"}
+    assert done["chest"]["status"] == "done"
+    assert done["nifti"]["status"] == "failed" and "DICOM" in done["nifti"]["error"]
+    assert not (out / "nifti.seg.nrrd").exists()  # refused before inference
+
+    labels = sitk.GetArrayFromImage(read_seg_nrrd(out / "chest.seg.nrrd")[0])
+    seg, names = read_dicom_seg(out / "chest.seg.dcm")
+    values = {s.name: s.label_value for s in structures_for("synapse")}
+    counts = np.bincount(sitk.GetArrayFromImage(seg).ravel(), minlength=max(names) + 1)
+    assert names and all(counts[number] == (labels == values[name]).sum() for number, name in names.items())
+    assert set(names.values()) == {name for name, value in values.items() if (labels == value).any()}

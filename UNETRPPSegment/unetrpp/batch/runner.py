@@ -69,6 +69,7 @@ def run_batch(
     *,
     labelmap: bool = False,
     summary: bool = False,
+    dicom_seg: bool = False,
     overwrite: bool = False,
     on_event: EventCallback | None = None,
 ) -> BatchReport:
@@ -82,6 +83,9 @@ def run_batch(
             model's modality fails its case unless ``check_modality`` is False.
         labelmap: also write ``<case>.labels.nii.gz``.
         summary: also write ``<case>.summary.json`` (per-structure volumes).
+        dicom_seg: also write ``<case>.seg.dcm``, a DICOM Segmentation referencing the case's source
+            series (``unetrpp.labels.dicom_seg``); a case that is not a DICOM folder, or whose series
+            cannot carry a SEG, fails before its inference. Needs the ``[dicom]`` extra.
         overwrite: replace outputs this batch did not write (its own are replaced when their case re-runs).
         on_event: receives ``case_start``/``case_done`` events, each case's events wrapped in
             :class:`~unetrpp.batch.events.CaseEvent`, and a ``batch_result`` event at the end.
@@ -91,12 +95,17 @@ def run_batch(
         ModelNotFoundError, CheckpointError, UnetrppError: the model or an option is unusable.
     """
     started = time.perf_counter()
+    if dicom_seg:
+        from unetrpp.labels.dicom_seg import require_highdicom
+
+        require_highdicom()  # one line naming the extra, before any case
     options = options if options is not None else SegmentOptions()
     options = dataclasses.replace(options, refuse_wrong_modality=options.check_modality)
     folder = _output_folder(output_dir)
     loaded = model if isinstance(model, LoadedModel) else _load(model, on_event)
     cases = find_cases(source, loaded.card, folder)
-    kinds = ("seg.nrrd", *(("labels.nii.gz",) if labelmap else ()), *(("summary.json",) if summary else ()))
+    extras = (("labels.nii.gz", labelmap), ("summary.json", summary), ("seg.dcm", dicom_seg))
+    kinds = ("seg.nrrd", *(kind for kind, asked in extras if asked))
     run = run_fingerprint(loaded, options, kinds)
     journal = Journal(folder)
     journal.compact()
@@ -239,13 +248,29 @@ def _segment_case(
     """Write the case's outputs (the .seg.nrrd first, as ``segment`` does); return its structures."""
     from unetrpp.pipeline.predictor import segment
 
+    source = _dicom_source(case, options) if "seg.dcm" in paths else None
     result = segment(list(case.inputs), loaded, paths["seg.nrrd"], options, on_event=on_event, overwrite=True)
+    if source is not None:
+        from unetrpp.labels.dicom_seg import write_dicom_seg
+
+        labels, structures, path = result.label_map, result.structures, paths["seg.dcm"]
+        # overwrite: an existing one is this batch's (_run_case refused any other)
+        write_dicom_seg(labels, structures, source, path, model_name=loaded.card.name, overwrite=True)
     if "labels.nii.gz" in paths:
         write_image_atomically(result.label_map, paths["labels.nii.gz"])
     if "summary.json" in paths:
         summary = {"case": case.name, "inputs": [str(p) for p in case.inputs], **result.summary()}
         write_bytes_atomically(paths["summary.json"], json.dumps(summary, indent=2).encode("utf-8"))
     return tuple(volume.to_dict() for volume in result.volumes)
+
+
+def _dicom_source(case: Case, options: SegmentOptions):
+    """The case's DICOM series, checked to carry a SEG, before inference (else the case fails here)."""
+    from unetrpp.labels.dicom_seg import check_dicom_source, find_dicom_source
+
+    source = find_dicom_source(case.inputs[0], options.series_uid)
+    check_dicom_source(source)
+    return source
 
 
 def _tagging(case: str, warnings: list[str], on_event: EventCallback | None) -> EventCallback:

@@ -3,7 +3,8 @@
 INPUT is a folder (each image file, and each sub-folder holding a DICOM series, is one case named after
 it without its image extension) or a CSV with a ``case`` column and one column per model input. Each
 case gets ``OUTPUT_DIR/<case>.seg.nrrd`` (``--labelmap``: also ``<case>.labels.nii.gz``; ``--summary``:
-``<case>.summary.json``), with the per-case options of ``unetrpp segment``. The model is loaded once.
+``<case>.summary.json``; ``--dicom-seg``: ``<case>.seg.dcm``, for DICOM folder cases), with the per-case
+options of ``unetrpp segment``. The model is loaded once.
 
 Resume: run the same command again after a crash, a kill or Ctrl-C; a case whose outputs and journal
 row (``batch_journal.jsonl``) match the current model, options and inputs is skipped untouched, any other
@@ -80,6 +81,12 @@ def add_parser(subparsers: Any) -> None:
     add_case_options(parser)
     parser.add_argument("--labelmap", action="store_true", help="also write <case>.labels.nii.gz")
     parser.add_argument("--summary", action="store_true", help="also write <case>.summary.json (volumes)")
+    parser.add_argument(
+        "--dicom-seg",
+        action="store_true",
+        help='also write <case>.seg.dcm, a DICOM SEG of the case\'s source series (DICOM folder cases; '
+        'pip install "unetrpp[dicom]")',
+    )
     parser.set_defaults(run=run)
 
 
@@ -123,6 +130,7 @@ def _run(args: argparse.Namespace, on_event: Any) -> Any:
         case_options(args),
         labelmap=args.labelmap,
         summary=args.summary,
+        dicom_seg=args.dicom_seg,
         overwrite=args.overwrite,
         on_event=on_event,
     )
