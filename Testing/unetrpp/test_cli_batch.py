@@ -89,9 +89,9 @@ def test_folder_cohort_writes_each_case_on_its_grid_reports_all_and_fails_bad_ca
         assert [s["voxels"] for s in done[name]["structures"]] == [int(c) for c in counts[1:]]
         label_map = sitk.ReadImage(str(out / f"{name}.labels.nii.gz"))
         assert np.array_equal(sitk.GetArrayFromImage(label_map), sitk.GetArrayFromImage(labels))
-        assert json.loads((out / f"{name}.summary.json").read_text())["case"] == name
+        assert json.loads((out / f"{name}.summary.json").read_text(encoding="utf-8"))["case"] == name
 
-    report = json.loads((out / "batch_report.json").read_text())
+    report = json.loads((out / "batch_report.json").read_text(encoding="utf-8"))
     assert report["counts"] == {"done": 2, "skipped": 0, "failed": 3, "not_run": 0}
     assert report["model"] == "tiny-synapse" and len(report["weights_sha256"]) == 64
     rows = list(csv.DictReader((out / "batch_report.csv").open(encoding="utf-8")))
@@ -198,7 +198,7 @@ def test_sigkill_mid_run_then_the_same_command_keeps_finished_cases_and_redoes_t
     assert _mtimes(out)["1 first.seg.nrrd"] == first
     assert sorted(_mtimes(out)) == ["1 first.seg.nrrd", "2 second.seg.nrrd", "3 third.seg.nrrd"]
     assert not [p for p in out.iterdir() if _TEMPORARY in p.name]
-    report = json.loads((out / "batch_report.json").read_text())
+    report = json.loads((out / "batch_report.json").read_text(encoding="utf-8"))
     assert [c["status"] for c in report["cases"]] == ["skipped", "done", "done"]
 
 
