@@ -606,6 +606,20 @@ def test_import_of_a_truncated_checkpoint_says_it_is_truncated(official_checkpoi
     assert not (home / "models" / "tiny").exists()
 
 
+def test_import_of_a_device_a_pipe_or_a_folder_names_what_it_is(home, tmp_path):
+    """'no weights file at /dev/zero' said the file was missing; it exists, and is no weights file."""
+    pipe = tmp_path / "weights.fifo"
+    os.mkfifo(pipe)
+    cases = ((Path("/dev/zero"), "a character device"), (pipe, "a named pipe"), (tmp_path, "a folder"))
+    for given, kind in cases:
+        with pytest.raises(CheckpointError) as refused:
+            store.import_weights(given, _tiny_card("tiny"))
+        assert str(refused.value) == f"{given} is {kind}, not a weights file; give the checkpoint file itself"
+    with pytest.raises(CheckpointError, match="no weights file at"):
+        store.import_weights(tmp_path / "missing.model", _tiny_card("tiny"))
+    assert not (home / "models" / "tiny").exists()
+
+
 @pytest.mark.parametrize("damaged", ["plans", "checkpoint"])
 def test_errors_from_a_zip_import_name_the_zip_and_its_member(official_checkpoint, home, tmp_path, damaged):
     member = "unetr_pp_synapse/fold_0/model_final_checkpoint.model"

@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import stat
 from pathlib import Path
 
 from unetrpp.errors import CheckpointError, ModelNotFoundError
 from unetrpp.events import EventCallback, StageEvent, WarningEvent, emit
 from unetrpp.models.cards import LoadedModel, ModelCard
+from unetrpp.models.validate import special_file_kind
 
 __all__ = ["LoadedModel", "load_model", "load_model_path"]
 
@@ -88,27 +88,12 @@ def _load_official(path: Path, card: ModelCard | None, on_event: EventCallback |
     return LoadedModel(network=network, card=dataclasses.replace(card, plans=plans), plans=plans, source=path)
 
 
-def _special_file_kind(path: Path) -> str | None:
-    """What an existing path that is neither a regular file nor a folder is; None when nothing is there."""
-    try:
-        mode = path.stat().st_mode
-    except OSError:
-        return None
-    kinds = (
-        (stat.S_ISCHR, "a character device"),
-        (stat.S_ISBLK, "a block device"),
-        (stat.S_ISFIFO, "a named pipe"),
-        (stat.S_ISSOCK, "a socket"),
-    )
-    return next((name for test, name in kinds if test(mode)), "a special file")
-
-
 def _model_file(path: Path) -> Path:
     """``path`` itself, or the one model file inside a folder (an nnU-Net ``fold_0`` folder, say)."""
     if path.is_file():
         return path
     if not path.is_dir():
-        kind = _special_file_kind(path)
+        kind = special_file_kind(path)
         if kind is None:
             raise ModelNotFoundError(f"model file {path} does not exist")
         raise ModelNotFoundError(

@@ -46,7 +46,7 @@ from unetrpp.models.home import HOME_ENVIRONMENT_VARIABLE, model_home
 from unetrpp.models.locking import exclusive_lock
 from unetrpp.models.records import RECORD_NAME, WeightsRecord, read_record, utc_now, write_record
 from unetrpp.models.registry import BUNDLED_SCHEME, bundled_file, find_card
-from unetrpp.models.validate import check_weights_file, sniff_format
+from unetrpp.models.validate import check_weights_file, sniff_format, special_file_kind
 
 __all__ = [
     "WeightsRecord",
@@ -278,7 +278,10 @@ def import_weights(path: str | Path, model: str | ModelCard, *, overwrite: bool 
         raise UnetrppError(f"{card.name!r} ships with unetrpp; its weights cannot be replaced")
     given = Path(path).expanduser()
     if not given.is_file():
-        raise CheckpointError(f"no weights file at {given}")
+        kind = "a folder" if given.is_dir() else special_file_kind(given)
+        if kind is None:
+            raise CheckpointError(f"no weights file at {given}")
+        raise CheckpointError(f"{given} is {kind}, not a weights file; give the checkpoint file itself")
     with _locked_folder(card) as folder:
         existing = installed_weights(card)
         if existing is not None and not overwrite:

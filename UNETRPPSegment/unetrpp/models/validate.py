@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import stat
 import struct
 from collections.abc import Mapping
 from pathlib import Path
@@ -21,7 +22,7 @@ from unetrpp.models.archive import check_zip_complete, is_torch_archive
 from unetrpp.models.cards import ModelCard
 from unetrpp.models.share_links import looks_like_html
 
-__all__ = ["check_weights_file", "sniff_format"]
+__all__ = ["check_weights_file", "sniff_format", "special_file_kind"]
 
 logger = logging.getLogger(__name__)
 
@@ -139,3 +140,18 @@ def _check_fits_card_network(path: Path, state_dict: Mapping[str, Any], card: Mo
 
 def _describe(labels: tuple[tuple[int, str], ...]) -> str:
     return json.dumps([name for _, name in labels])[:120]
+
+
+def special_file_kind(path: Path) -> str | None:
+    """What an existing path that is neither a regular file nor a folder is; None when nothing is there."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return None
+    kinds = (
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISFIFO, "a named pipe"),
+        (stat.S_ISSOCK, "a socket"),
+    )
+    return next((name for test, name in kinds if test(mode)), "a special file")
