@@ -89,7 +89,7 @@ def measure(seeds: tuple[int, ...], work_dir: Path) -> dict:
         "started_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
         "machine": machine_description(),
         "load_average": {"before": load_before[0], "after": os.getloadavg()[0]},  # 1-minute averages
-        "shape_zyx": list(sitk.GetArrayViewFromImage(sitk.ReadImage(str(cases[0][0]))).shape),
+        "shape_zyx": list(cases[0][1].shape),  # the truth lies on the written image's grid
         "presets": {
             preset: {
                 "seconds_per_case": float(np.mean(entry["seconds"])),
