@@ -40,6 +40,12 @@ from unetrpp.events import EventCallback, ResultEvent, StageEvent, WarningEvent,
 from unetrpp.labels.terminology import Structure, select_structures, structures_for, structures_from_labels
 from unetrpp.models.cards import ModelCard, NormalizationScheme, Plans
 from unetrpp.models.loader import LoadedModel
+from unetrpp.pipeline.geometry import (
+    NATIVE_ORIENTATION,
+    check_orientation_code,
+    reorient,
+    restore_orientation,
+)
 from unetrpp.pipeline.segment_types import SegmentOptions, SegmentResult, StructureVolume
 
 if TYPE_CHECKING:
@@ -108,8 +114,6 @@ def segment(
             loaded = _load(model, on_event)
         card = loaded.card
     all_structures, structures = _structures(card, options)
-    from unetrpp.pipeline.geometry import NATIVE_ORIENTATION, check_orientation_code
-
     orientation = check_orientation_code(options.orientation or card.orientation)  # before any reading
 
     with _stage("read", f"Reading {card.num_inputs} input(s)", on_event, timings):
@@ -124,7 +128,6 @@ def segment(
     native = orientation == NATIVE_ORIENTATION
     reorienting = "Stored voxel order" if native else f"Reorienting to {orientation}"
     with _stage("preprocess", f"{reorienting}, resampling, normalising", on_event, timings):
-        from unetrpp.pipeline.geometry import reorient
         from unetrpp.pipeline.preprocess import preprocess
 
         oriented = [reorient(image, orientation) for image in images]
@@ -444,7 +447,6 @@ def _to_input_grid(
     options: SegmentOptions,
 ) -> sitk.Image:
     """Logits on the network grid -> label image with exactly ``reference``'s geometry."""
-    from unetrpp.pipeline.geometry import restore_orientation
     from unetrpp.pipeline.postprocess import keep_largest_component, restore_label_map
 
     array = restore_label_map(logits, info)  # (Z, Y, X) on the oriented image's grid
