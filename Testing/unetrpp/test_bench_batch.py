@@ -3,27 +3,15 @@ script fails otherwise), and the table lands in RESULTS.md between its markers, 
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
-from vendored_data import REPO_ROOT
-
-SCRIPT = REPO_ROOT / "benchmarks" / "bench_batch.py"
+from benchmark_scripts import run_benchmark
 
 
 @pytest.mark.slow  # five fresh interpreters and five small segmentations: ~40 s on 2 cores
 def test_batch_benchmark_compares_equal_labels_and_writes_its_table(tmp_path):
     results_md = tmp_path / "RESULTS.md"
     results_md.write_text("# Notes\n", encoding="utf-8")
-    completed = subprocess.run(
-        [sys.executable, str(SCRIPT), "--synthetic", "1", "--results", str(results_md)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    assert completed.returncode == 0, completed.stderr[-2000:]
+    run_benchmark("bench_batch.py", "--synthetic", "1", "--results", str(results_md))
     text = results_md.read_text(encoding="utf-8")
     assert text.startswith("# Notes\n") and "Labels equal both ways for every case" in text
     rows = [

@@ -3,27 +3,15 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
-from vendored_data import REPO_ROOT
-
-SCRIPT = REPO_ROOT / "benchmarks" / "bench_quality.py"
+from benchmark_scripts import run_benchmark
 
 
 @pytest.mark.slow  # the demo model on one 480 mm phantom, four times (one with 8 mirrorings): ~25-60 s
 def test_quality_benchmark_writes_its_table_and_compares_every_preset_with_paper(tmp_path):
     results_md = tmp_path / "RESULTS.md"
     results_md.write_text("# Notes\n\nkept\n")
-    completed = subprocess.run(
-        [sys.executable, str(SCRIPT), "--seeds", "1000", "--results", str(results_md)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    assert completed.returncode == 0, completed.stderr[-2000:]
+    run_benchmark("bench_quality.py", "--seeds", "1000", "--results", str(results_md))
     text = results_md.read_text()
     assert text.startswith("# Notes\n\nkept\n")
     section = text.split("<!-- bench_quality.py: generated section start -->")[1]

@@ -3,36 +3,18 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
+from benchmark_scripts import run_benchmark
 from unetrpp.models.registry import find_card
-from vendored_data import REPO_ROOT
-
-SCRIPT = REPO_ROOT / "benchmarks" / "bench_segment.py"
 
 
 @pytest.mark.slow  # four fresh interpreters importing torch and MONAI: ~35 s idle, more on a busy CPU
 def test_quick_benchmark_writes_tables_and_json_for_every_configuration(tmp_path):
     results_md = tmp_path / "RESULTS.md"
     results_md.write_text("# Hand-written notes\n\nkept across runs\n")
-    completed = subprocess.run(
-        [
-            sys.executable,
-            str(SCRIPT),
-            "--quick",
-            "--out-dir",
-            str(tmp_path / "out"),
-            "--results",
-            str(results_md),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,  # measured 97-266 s on 2 cores, the most when the machine was busy; pytest's is 900 s
-        check=False,
-    )
-    assert completed.returncode == 0, completed.stderr[-2000:]
+    out = str(tmp_path / "out")
+    completed = run_benchmark("bench_segment.py", "--quick", "--out-dir", out, "--results", str(results_md))
 
     report = json.loads((tmp_path / "out" / "results.json").read_text())
     assert set(report["runs"]) == {"reference", "default", "fp32", "fast"}
