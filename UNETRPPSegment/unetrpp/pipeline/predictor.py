@@ -54,7 +54,17 @@ if TYPE_CHECKING:
 
     from unetrpp.pipeline.sliding_window import Precision, SlidingWindowConfig
 
-__all__ = ["SegmentOptions", "SegmentResult", "StructureVolume", "segment", "SEG_NRRD_SUFFIX"]
+__all__ = [
+    "PreparedCase",
+    "SEG_NRRD_SUFFIX",
+    "SegmentOptions",
+    "SegmentResult",
+    "StructureVolume",
+    "finish_case",
+    "infer_case",
+    "prepare_case",
+    "segment",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -95,8 +105,43 @@ def segment(
         ModelNotFoundError, CheckpointError: the model cannot be found or loaded.
         UnetrppError: a bad option or an unwritable output folder.
     """
+    prepared = prepare_case(inputs, model, output, options, on_event, overwrite)
+    return finish_case(prepared, infer_case(prepared, on_event), on_event)
+
+
+@dataclasses.dataclass
+class PreparedCase:
+    """One case read and preprocessed, ready for :func:`infer_case`; what :func:`finish_case` needs to put
+    the result back on the input grid. ``array`` and ``body`` are dropped once inference has used them."""
+
+    loaded: LoadedModel
+    structures: tuple[Structure, ...]
+    options: SegmentOptions
+    output_path: Path | None
+    overwrite: bool
+    images: list[sitk.Image]
+    oriented: sitk.Image
+    array: np.ndarray | None
+    info: Any
+    body: np.ndarray | None
+    config: SlidingWindowConfig
+    device: torch.device
+    started: float
+    timings: dict[str, float]
+
+
+def prepare_case(
+    inputs: Inputs,
+    model: str | Path | LoadedModel,
+    output: PathLike | None = None,
+    options: SegmentOptions | None = None,
+    on_event: EventCallback | None = None,
+    overwrite: bool = False,
+) -> PreparedCase:
+    """The stages of :func:`segment` before inference: check, load, read, preprocess. Split out so a
+    cohort can prepare the next case while the network runs on this one (``unetrpp.batch``)."""
     from unetrpp.pipeline.device import resolve_device
-    from unetrpp.pipeline.sliding_window import predict_sliding_window, resolve_precision
+    from unetrpp.pipeline.sliding_window import resolve_precision
 
     started = time.perf_counter()
     options = options if options is not None else SegmentOptions()
@@ -113,7 +158,7 @@ def segment(
         with _stage("load_model", None, on_event, timings):  # the loader announces it
             loaded = _load(model, on_event)
         card = loaded.card
-    all_structures, structures = _structures(card, options)
+    _, structures = _structures(card, options)
     orientation = check_orientation_code(options.orientation or card.orientation)  # before any reading
 
     with _stage("read", f"Reading {card.num_inputs} input(s)", on_event, timings):
@@ -135,32 +180,65 @@ def segment(
         body = _body_on_network_grid(oriented[0], loaded.plans, info) if options.crop_to_body else None
 
     config = _sliding_window_config(options, card, precision, on_event)
+    return PreparedCase(
+        loaded=loaded,
+        structures=structures,
+        options=options,
+        output_path=output_path,
+        overwrite=overwrite,
+        images=images,
+        oriented=oriented[0],
+        array=array,
+        info=info,
+        body=body,
+        config=config,
+        device=device,
+        started=started,
+        timings=timings,
+    )
+
+
+def infer_case(prepared: PreparedCase, on_event: EventCallback | None = None) -> torch.Tensor:
+    """The sliding window over a prepared case: the logits on the network grid."""
+    from unetrpp.pipeline.sliding_window import predict_sliding_window
+
+    config, device = prepared.config, prepared.device
     mirrored = f", {2 ** len(config.mirror_axes)} mirrorings" if config.use_mirroring else ""
-    with _stage("inference", f"Sliding window on {device} ({precision.value}{mirrored})", on_event, timings):
+    message = f"Sliding window on {device} ({config.precision.value}{mirrored})"
+    with _stage("inference", message, on_event, prepared.timings):
         import torch
 
         try:
-            network = _inference_network(loaded.network, device, precision)
-            logits = predict_sliding_window(network, array, config, device, on_event, body)
+            network = _inference_network(prepared.loaded.network, device, config.precision)
+            logits = predict_sliding_window(network, prepared.array, config, device, on_event, prepared.body)
         except torch.cuda.OutOfMemoryError as error:
             raise UnetrppError(_out_of_memory_message(device, config.batch_size)) from error
-        del array, network, body
+        finally:
+            prepared.array = prepared.body = None  # the largest arrays of the case, no longer needed
+    return logits
 
+
+def finish_case(prepared: PreparedCase, logits: Any, on_event: EventCallback | None = None) -> SegmentResult:
+    """The stages of :func:`segment` after inference: back onto the input grid, volumes, the file."""
+    card, structures, timings = prepared.loaded.card, prepared.structures, prepared.timings
+    reference, output_path = prepared.images[0], prepared.output_path
     with _stage("resample", "Back to the input grid", on_event, timings):
-        label_map = _to_input_grid(logits, info, oriented[0], images[0], structures, options)
+        label_map = _to_input_grid(
+            logits, prepared.info, prepared.oriented, reference, structures, prepared.options
+        )
         del logits
 
     volumes = _volumes(label_map, structures)
-    _warn_if_nothing_found(volumes, images[0], loaded.plans, on_event)
+    _warn_if_nothing_found(volumes, reference, prepared.loaded.plans, on_event)
     if output_path is not None:
         with _stage("write", f"Writing {output_path.name}", on_event, timings):
             from unetrpp.labels.seg_nrrd import write_seg_nrrd
 
-            write_seg_nrrd(label_map, structures, output_path, overwrite=overwrite)
-    elapsed = time.perf_counter() - started
+            write_seg_nrrd(label_map, structures, output_path, overwrite=prepared.overwrite)
+    elapsed = time.perf_counter() - prepared.started
     result = SegmentResult(label_map, structures, volumes, output_path, card, elapsed, timings)
     emit(on_event, ResultEvent(str(output_path or ""), [v.to_dict() for v in volumes], round(elapsed, 3)))
-    logger.info("segmented %d of %d structures in %.1f s", len(structures), len(all_structures), elapsed)
+    logger.info("segmented %d structures of model %s in %.1f s", len(structures), card.name, elapsed)
     return result
 
 
