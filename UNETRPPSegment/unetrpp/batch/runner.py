@@ -1,26 +1,29 @@
 """``run_batch()``: segment every case of a cohort with one loaded model, resumable after any stop.
 
-The model is loaded once and handed to :func:`unetrpp.segment` for each case. Each case writes
-``<case>.seg.nrrd`` (and, when asked, ``<case>.labels.nii.gz`` and ``<case>.summary.json``) in the
-output folder through :mod:`unetrpp.atomic`, and is recorded in the journal (:mod:`unetrpp.batch.report`)
-before it starts and after its last output, so a second run of the same command skips what is done and
-redoes what was cut short. A case that fails (unreadable, too small, not the model's modality, a full
-disk) is recorded with its one-line error and the run goes on; only Ctrl-C, SIGTERM or SIGKILL stop it.
+The model is loaded once. The runner decides which cases are already done, hands the others to an
+executor (:mod:`unetrpp.batch.pipelined` in this process, the default; :mod:`unetrpp.batch.ray_executor`
+on a Ray cluster) and keeps the journal (:mod:`unetrpp.batch.report`): a row as each case starts and one
+after its last output, so a second run of the same command skips what is done and redoes what was cut
+short. Each case writes ``<case>.seg.nrrd`` (and, when asked, ``<case>.labels.nii.gz``,
+``<case>.summary.json``, ``<case>.seg.dcm``) through :mod:`unetrpp.atomic`. A case that fails
+(unreadable, too small, not the model's modality, a full disk) is recorded with its one-line error and
+the run goes on; only Ctrl-C, SIGTERM or SIGKILL stop it.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
-import logging
 import os
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from unetrpp.atomic import write_bytes_atomically, write_image_atomically
-from unetrpp.batch.cases import Case, find_cases
-from unetrpp.batch.events import BatchResultEvent, CaseDoneEvent, CaseEvent, CaseStartEvent
+from unetrpp.batch.cases import find_cases
+from unetrpp.batch.events import BatchResultEvent, CaseDoneEvent, CaseStartEvent
+from unetrpp.batch.jobs import CaseJob, CaseOutcome
+from unetrpp.batch.pipelined import run_pipelined
+from unetrpp.batch.ray_options import RayOptions, require_ray
 from unetrpp.batch.report import (
     REPORT_JSON,
     CaseReport,
@@ -30,14 +33,15 @@ from unetrpp.batch.report import (
     run_fingerprint,
     write_report,
 )
-from unetrpp.errors import BatchInputError, Cancelled, OutputExistsError, UnetrppError
-from unetrpp.events import Event, EventCallback, ResultEvent, WarningEvent, emit
+from unetrpp.errors import BatchInputError, OutputExistsError
+from unetrpp.events import Event, EventCallback, emit
 from unetrpp.models.cards import LoadedModel
 from unetrpp.pipeline.segment_types import SegmentOptions
 
-__all__ = ["BatchReport", "run_batch"]
+__all__ = ["EXECUTORS", "BatchReport", "run_batch"]
 
-logger = logging.getLogger(__name__)
+EXECUTORS = ("local", "ray")
+
 
 # A file written by an interrupted case is at least this much newer than its journal line (coarse
 # file-system clocks lag the system clock by a few milliseconds).
@@ -71,6 +75,8 @@ def run_batch(
     summary: bool = False,
     dicom_seg: bool = False,
     overwrite: bool = False,
+    executor: str = "local",
+    ray_options: RayOptions | None = None,
     on_event: EventCallback | None = None,
 ) -> BatchReport:
     """Segment every case of ``source`` into ``output_dir``; cases done by an earlier run are skipped.
@@ -87,18 +93,27 @@ def run_batch(
             series (``unetrpp.labels.dicom_seg``); a case that is not a DICOM folder, or whose series
             cannot carry a SEG, fails before its inference. Needs the ``[dicom]`` extra.
         overwrite: replace outputs this batch did not write (its own are replaced when their case re-runs).
+        executor: ``local`` (default: this process, reading and writing overlapped with inference) or
+            ``ray`` (each case a task on a Ray cluster; needs the ``[ray]`` extra and ``ray_options``).
+        ray_options: the cluster address and per-worker resources for ``executor="ray"``.
         on_event: receives ``case_start``/``case_done`` events, each case's events wrapped in
-            :class:`~unetrpp.batch.events.CaseEvent`, and a ``batch_result`` event at the end.
+            :class:`~unetrpp.batch.events.CaseEvent`, and a ``batch_result`` event at the end; calls
+            come from one thread at a time, not always the caller's.
 
     Raises:
-        BatchInputError: no usable case list, or the output folder is a file.
+        BatchInputError: no usable case list, an unknown executor, or the output folder is a file.
         ModelNotFoundError, CheckpointError, UnetrppError: the model or an option is unusable.
     """
     started = time.perf_counter()
+    if executor not in EXECUTORS:
+        raise BatchInputError(f"executor must be one of {', '.join(EXECUTORS)}, got {executor!r}")
+    if executor == "ray":
+        require_ray()  # one line naming the extra, before the model loads
     if dicom_seg:
         from unetrpp.labels.dicom_seg import require_highdicom
 
         require_highdicom()  # one line naming the extra, before any case
+    on_event = _one_at_a_time(on_event)
     options = options if options is not None else SegmentOptions()
     options = dataclasses.replace(options, refuse_wrong_modality=options.check_modality)
     folder = _output_folder(output_dir)
@@ -110,37 +125,48 @@ def run_batch(
     journal = Journal(folder)
     journal.compact()
     rows = {case.name: CaseReport(case.name, "not_run", tuple(map(str, case.inputs))) for case in cases}
-    computed: list[float] = []
+    progress = _Progress(len(cases), on_event)
+    jobs = []
+    for index, case in enumerate(cases, start=1):
+        paths = {kind: folder / f"{case.name}.{kind}" for kind in kinds}
+        job = CaseJob(case, paths, case_fingerprint(run, case), index, len(cases))
+        settled = _settled(job, journal.latest(case.name), overwrite)
+        if settled is None:
+            jobs.append(job)
+        else:
+            rows[case.name] = settled
+            progress.started(job)
+            progress.ended(job, settled, rows)
+
+    started_ns: dict[str, int] = {}
+
+    def on_start(job: CaseJob) -> None:
+        started_ns[job.case.name] = time.time_ns()
+        inputs = tuple(map(str, job.case.inputs))
+        journal.append(
+            CaseReport(
+                job.case.name,
+                "running",
+                inputs,
+                fingerprint=job.fingerprint,
+                started_ns=started_ns[job.case.name],
+            )
+        )
+        progress.started(job)
+
+    def on_outcome(job: CaseJob, outcome: CaseOutcome) -> None:
+        row = _row(job, outcome, started_ns[job.case.name])
+        journal.append(row)
+        rows[job.case.name] = row
+        progress.ended(job, row, rows, computed=len(jobs))
+
     try:
-        for index, case in enumerate(cases, start=1):
-            emit(on_event, CaseStartEvent(case.name, index, len(cases)))
-            paths = {kind: folder / f"{case.name}.{kind}" for kind in kinds}
-            row = _run_case(
-                case, paths, loaded, options, case_fingerprint(run, case), journal, overwrite, on_event
-            )
-            rows[case.name] = row
-            if row.status != "skipped":
-                computed.append(row.seconds)
-            left = len(cases) - index
-            eta = round(sum(computed) / len(computed) * left, 3) if computed else None
-            failed = sum(r.status == "failed" for r in rows.values())
-            output = str(paths["seg.nrrd"]) if row.status != "failed" else None
-            emit(
-                on_event,
-                CaseDoneEvent(
-                    case.name,
-                    index,
-                    len(cases),
-                    row.status,
-                    row.seconds,
-                    output,
-                    row.error,
-                    row.error_type,
-                    list(row.structures),
-                    failed,
-                    eta,
-                ),
-            )
+        if executor == "ray":
+            from unetrpp.batch.ray_executor import run_on_ray
+
+            run_on_ray(jobs, loaded, options, on_start, on_outcome, ray_options or RayOptions())
+        else:
+            run_pipelined(jobs, loaded, options, on_start, on_outcome, on_event)
     finally:
         elapsed = time.perf_counter() - started
         report_csv, report_json = write_report(folder, run, list(rows.values()), elapsed)
@@ -160,6 +186,92 @@ def run_batch(
     return report
 
 
+class _Progress:
+    """``case_start`` and ``case_done`` events, the latter with the failures so far and an ETA from the
+    computed cases' throughput (cases overlap, so their own times would overstate it)."""
+
+    def __init__(self, total: int, on_event: EventCallback | None) -> None:
+        self._total, self._on_event = total, on_event
+        self._first_start: float | None = None
+        self._computed = 0
+
+    def started(self, job: CaseJob) -> None:
+        emit(self._on_event, CaseStartEvent(job.case.name, job.index, self._total))
+
+    def ended(
+        self, job: CaseJob, row: CaseReport, rows: dict[str, CaseReport], computed: int | None = None
+    ) -> None:
+        eta = None
+        if computed is not None:  # a computed case, out of ``computed`` in this run
+            now = time.perf_counter()
+            self._first_start = self._first_start if self._first_start is not None else now - row.seconds
+            self._computed += 1
+            eta = round((now - self._first_start) / self._computed * (computed - self._computed), 3)
+        failed = sum(r.status == "failed" for r in rows.values())
+        output = str(job.paths["seg.nrrd"]) if row.status != "failed" else None
+        event = CaseDoneEvent(
+            job.case.name,
+            job.index,
+            self._total,
+            row.status,
+            row.seconds,
+            output,
+            row.error,
+            row.error_type,
+            list(row.structures),
+            failed,
+            eta,
+        )
+        emit(self._on_event, event)
+
+
+def _one_at_a_time(on_event: EventCallback | None) -> EventCallback | None:
+    """``on_event`` behind a lock: the pipelined stages emit from their own threads."""
+    if on_event is None:
+        return None
+    lock = threading.Lock()
+
+    def serialised(event: Event) -> None:
+        with lock:
+            on_event(event)
+
+    return serialised
+
+
+def _settled(job: CaseJob, previous: CaseReport | None, overwrite: bool) -> CaseReport | None:
+    """The case's row when it needs no computing: skipped (done by an earlier run with the same
+    fingerprint, its outputs untouched) or failed (an output this batch did not write is in the way)."""
+    if _is_done(previous, job.fingerprint, job.paths):
+        return dataclasses.replace(previous, status="skipped", seconds=0.0)
+    foreign = [p for p in job.paths.values() if p.exists() and not _written_by_us(previous, p)]
+    if foreign and not overwrite:
+        error = OutputExistsError(f"{foreign[0]} exists and this batch did not write it; pass --overwrite")
+        inputs = tuple(map(str, job.case.inputs))
+        kind = type(error).__name__
+        return CaseReport(job.case.name, "failed", inputs, str(error), kind, fingerprint=job.fingerprint)
+    return None
+
+
+def _row(job: CaseJob, outcome: CaseOutcome, started_ns: int) -> CaseReport:
+    """The journal row of a computed case; a done case records its files' identities for resuming."""
+    outputs = {}
+    if outcome.status == "done":
+        outputs = {p.name: identity for p in job.paths.values() if (identity := file_identity(p)) is not None}
+    return CaseReport(
+        job.case.name,
+        outcome.status,
+        tuple(map(str, job.case.inputs)),
+        outcome.error,
+        outcome.error_type,
+        outcome.seconds,
+        outputs,
+        outcome.structures,
+        outcome.warnings,
+        job.fingerprint,
+        started_ns,
+    )
+
+
 def _output_folder(output_dir: str | os.PathLike[str]) -> Path:
     from unetrpp.pipeline.predictor import check_writable_folder
 
@@ -175,115 +287,6 @@ def _load(model: str | Path, on_event: EventCallback | None) -> LoadedModel:
     from unetrpp.models.loader import load_model
 
     return load_model(model, on_event=on_event)
-
-
-def _run_case(
-    case: Case,
-    paths: dict[str, Path],
-    loaded: LoadedModel,
-    options: SegmentOptions,
-    fingerprint: str,
-    journal: Journal,
-    overwrite: bool,
-    on_event: EventCallback | None,
-) -> CaseReport:
-    """Skip the case when it is done, refuse to replace what this batch did not write, else run it and
-    record the outcome; any failure of the case is its row, not an exception."""
-    inputs = tuple(map(str, case.inputs))
-    previous = journal.latest(case.name)
-    if _is_done(previous, fingerprint, paths):
-        return dataclasses.replace(previous, status="skipped", seconds=0.0)
-    foreign = [p for p in paths.values() if p.exists() and not _written_by_us(previous, p)]
-    if foreign and not overwrite:
-        error = OutputExistsError(f"{foreign[0]} exists and this batch did not write it; pass --overwrite")
-        return CaseReport(
-            case.name, "failed", inputs, str(error), type(error).__name__, fingerprint=fingerprint
-        )
-
-    started_ns = time.time_ns()
-    journal.append(CaseReport(case.name, "running", inputs, fingerprint=fingerprint, started_ns=started_ns))
-    warnings: list[str] = []
-    started = time.perf_counter()
-    try:
-        structures = _segment_case(case, paths, loaded, options, _tagging(case.name, warnings, on_event))
-        status, error, error_type = "done", None, None
-    except Cancelled:
-        raise
-    except UnetrppError as failure:
-        status, error, error_type, structures = "failed", _one_line(failure), type(failure).__name__, ()
-    except MemoryError as failure:
-        from unetrpp.pipeline.memory import out_of_memory_message
-
-        status, error, error_type, structures = (
-            "failed",
-            out_of_memory_message("the case", failure),
-            "MemoryError",
-            (),
-        )
-    except Exception as failure:  # a bug shown by one case must not cost the cohort: logged, recorded
-        logger.exception("case %s failed", case.name)
-        status, error, error_type = "failed", f"internal error: {_one_line(failure)}", type(failure).__name__
-        structures = ()
-    outputs = {p.name: identity for p in paths.values() if (identity := file_identity(p)) is not None}
-    row = CaseReport(
-        case.name,
-        status,
-        inputs,
-        error,
-        error_type,
-        round(time.perf_counter() - started, 3),
-        outputs if status == "done" else {},
-        structures,
-        tuple(warnings),
-        fingerprint,
-        started_ns,
-    )
-    journal.append(row)
-    return row
-
-
-def _segment_case(
-    case: Case, paths: dict[str, Path], loaded: LoadedModel, options: SegmentOptions, on_event: EventCallback
-) -> tuple[dict, ...]:
-    """Write the case's outputs (the .seg.nrrd first, as ``segment`` does); return its structures."""
-    from unetrpp.pipeline.predictor import segment
-
-    source = _dicom_source(case, options) if "seg.dcm" in paths else None
-    result = segment(list(case.inputs), loaded, paths["seg.nrrd"], options, on_event=on_event, overwrite=True)
-    if source is not None:
-        from unetrpp.labels.dicom_seg import write_dicom_seg
-
-        labels, structures, path = result.label_map, result.structures, paths["seg.dcm"]
-        # overwrite: an existing one is this batch's (_run_case refused any other)
-        write_dicom_seg(labels, structures, source, path, model_name=loaded.card.name, overwrite=True)
-    if "labels.nii.gz" in paths:
-        write_image_atomically(result.label_map, paths["labels.nii.gz"])
-    if "summary.json" in paths:
-        summary = {"case": case.name, "inputs": [str(p) for p in case.inputs], **result.summary()}
-        write_bytes_atomically(paths["summary.json"], json.dumps(summary, indent=2).encode("utf-8"))
-    return tuple(volume.to_dict() for volume in result.volumes)
-
-
-def _dicom_source(case: Case, options: SegmentOptions):
-    """The case's DICOM series, checked to carry a SEG, before inference (else the case fails here)."""
-    from unetrpp.labels.dicom_seg import check_dicom_source, find_dicom_source
-
-    source = find_dicom_source(case.inputs[0], options.series_uid)
-    check_dicom_source(source)
-    return source
-
-
-def _tagging(case: str, warnings: list[str], on_event: EventCallback | None) -> EventCallback:
-    """The case's event callback: warnings kept for its row, every event but the case's own result
-    (``case_done`` carries it) forwarded with the case's name."""
-
-    def forward(event: Event) -> None:
-        if isinstance(event, WarningEvent):
-            warnings.append(event.message)
-        if not isinstance(event, ResultEvent):
-            emit(on_event, CaseEvent(case, event))
-
-    return forward
 
 
 def _is_done(previous: CaseReport | None, fingerprint: str, paths: dict[str, Path]) -> bool:
@@ -310,8 +313,3 @@ def _written_by_us(previous: CaseReport | None, path: Path) -> bool:
         and identity is not None
         and identity[1] >= previous.started_ns - _CLOCK_SLACK_NS
     )
-
-
-def _one_line(error: BaseException) -> str:
-    lines = str(error).strip().splitlines()
-    return lines[0] if lines else type(error).__name__
