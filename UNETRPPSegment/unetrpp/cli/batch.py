@@ -84,10 +84,42 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument(
         "--dicom-seg",
         action="store_true",
-        help='also write <case>.seg.dcm, a DICOM SEG of the case\'s source series (DICOM folder cases; '
+        help="also write <case>.seg.dcm, a DICOM SEG of the case's source series (DICOM folder cases; "
         'pip install "unetrpp[dicom]")',
     )
+    _add_executor_options(parser)
     parser.set_defaults(run=run)
+
+
+def _add_executor_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "where cases run",
+        "local (default): this process, reading and writing overlapped with inference. ray: each case a "
+        "task on a Ray cluster, one loaded model per worker; inputs and OUTPUT_DIR must be at the same "
+        'paths on every node (pip install "unetrpp[ray]")',
+    )
+    group.add_argument("--executor", choices=("local", "ray"), default="local", help="default: local")
+    group.add_argument(
+        "--ray-address",
+        metavar="ADDRESS",
+        help="a running cluster (head:6379, ray://head:10001 or auto); default: a local cluster for the run",
+    )
+    group.add_argument(
+        "--ray-workers",
+        type=int,
+        metavar="N",
+        help="workers (each holds the model); default: one per GPU of the cluster, else its CPUs / "
+        "--ray-cpus-per-worker",
+    )
+    group.add_argument(
+        "--ray-cpus-per-worker", type=float, default=2.0, metavar="N", help="CPUs per worker (default: 2)"
+    )
+    group.add_argument(
+        "--ray-gpus-per-worker",
+        type=float,
+        metavar="N",
+        help="GPUs per worker (default: 1 on a cluster with GPUs, else 0)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -132,7 +164,20 @@ def _run(args: argparse.Namespace, on_event: Any) -> Any:
         summary=args.summary,
         dicom_seg=args.dicom_seg,
         overwrite=args.overwrite,
+        executor=args.executor,
+        ray_options=_ray_options(args) if args.executor == "ray" else None,
         on_event=on_event,
+    )
+
+
+def _ray_options(args: argparse.Namespace) -> Any:
+    from unetrpp.batch.ray_options import RayOptions
+
+    return RayOptions(
+        address=args.ray_address,
+        workers=args.ray_workers,
+        cpus_per_worker=args.ray_cpus_per_worker,
+        gpus_per_worker=args.ray_gpus_per_worker,
     )
 
 
