@@ -2,12 +2,18 @@
 
 The cohort is small real CTs from the test data (the 3-slice chest DICOM, the abdomen DICOM and its
 3 mm NIfTI crop) and synthetic abdomen phantoms of the ``demo`` model (held-out seeds, tightly framed),
-all segmented with the bundled ``demo`` model on the CPU. Both ways run in the same process tree and
-the same run, one after the other: the loop starts one ``unetrpp segment`` process per case (model
-loaded each time, as shell loops over TotalSegmentator-style tools do); the batch is one ``unetrpp batch``
-process (model loaded once). Both include interpreter start-up. The labels of every case must be equal
-between the two ways, or the run fails. A table is printed and written into ``benchmarks/RESULTS.md``
-between this script's markers::
+all segmented with the bundled ``demo`` model on the CPU. Every way runs in the same run, one after the
+other, each in its own process (its peak RSS is that process's):
+
+* the loop: one ``unetrpp segment`` process per case (the model loaded each time, as shell loops over
+  TotalSegmentator-style tools do);
+* a Python loop over ``unetrpp.segment`` with the model loaded once, one stage after another: what the
+  batch's overlapping of reading and writing with inference is measured against;
+* ``unetrpp batch`` (the default executor, stages overlapped);
+* ``unetrpp batch --executor ray`` on a local Ray cluster started for the run, one worker.
+
+All include interpreter start-up. The labels of every case must be equal between the ways, or the run
+fails. A table is printed and written into ``benchmarks/RESULTS.md`` between this script's markers::
 
     python benchmarks/bench_batch.py                  # 3 real + 9 synthetic cases
     python benchmarks/bench_batch.py --synthetic 1 --results /tmp/RESULTS.md   # a smoke run
@@ -58,12 +64,37 @@ def make_cohort(folder: Path, synthetic: int) -> list[Path]:
     return cases
 
 
-def _unetrpp(*arguments: str) -> float:
-    """Run the CLI in a fresh interpreter; its wall seconds."""
+# Runs a command as its only child and prints that child's peak RSS (bytes; Linux reports KiB).
+_PEAK_OF_CHILD = (
+    "import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, capture_output=True); "
+    "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024)"
+)
+# The one-stage-after-another baseline: the model loaded once, then unetrpp.segment per case.
+_PYTHON_LOOP = (
+    "import sys; from pathlib import Path; import unetrpp; from unetrpp.models.loader import load_model; "
+    "model = load_model('demo'); options = unetrpp.SegmentOptions(device='cpu'); "
+    "[unetrpp.segment(case, model, Path(sys.argv[1]) / name, options) "
+    "for case, name in zip(sys.argv[2::2], sys.argv[3::2])]"
+)
+
+
+def _timed(command: list[str]) -> tuple[float, int]:
+    """Run ``command`` in a fresh interpreter; (its wall seconds, its peak RSS in bytes)."""
     started = time.perf_counter()
+    completed = subprocess.run(
+        [sys.executable, "-c", _PEAK_OF_CHILD, *command],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=3600,
+    )
+    return time.perf_counter() - started, int(completed.stdout.split()[-1])
+
+
+def _unetrpp(*arguments: str) -> tuple[float, int]:
+    """The CLI with the demo model on the CPU, quiet; (wall seconds, peak RSS)."""
     command = [sys.executable, "-m", "unetrpp", *arguments, "--model", "demo", "--device", "cpu"]
-    subprocess.run([*command, "--progress", "none"], check=True, capture_output=True, timeout=3600)
-    return time.perf_counter() - started
+    return _timed([*command, "--progress", "none"])
 
 
 def _case_name(path: Path) -> str:
@@ -78,43 +109,65 @@ def measure(synthetic: int, work: Path) -> dict:
 
     load_before = os.getloadavg()[0]
     cases = make_cohort(work / "cohort", synthetic)
-    loop_dir, batch_dir = work / "loop", work / "batch"
-    loop_dir.mkdir()
-    loop_seconds = sum(
-        _unetrpp("segment", str(c), str(loop_dir / f"{_case_name(c)}.seg.nrrd")) for c in cases
-    )
-    batch_seconds = _unetrpp("batch", str(work / "cohort"), str(batch_dir))
-    for case in cases:  # the same labels both ways, or the comparison means nothing
-        name = f"{_case_name(case)}.seg.nrrd"
-        a, b = (sitk.GetArrayFromImage(sitk.ReadImage(str(d / name))) for d in (loop_dir, batch_dir))
-        if not np.array_equal(a, b):
-            raise SystemExit(f"labels differ between the loop and the batch for {name}")
+    names = [f"{_case_name(c)}.seg.nrrd" for c in cases]
+    folders = {way: work / way for way in WAYS}
+    for folder in folders.values():
+        folder.mkdir()
+    runs = [_unetrpp("segment", str(c), str(folders["loop"] / n)) for c, n in zip(cases, names)]
+    figures = {"loop": (sum(r[0] for r in runs), max(r[1] for r in runs))}
+    pairs = [str(item) for case, name in zip(cases, names) for item in (case, name)]
+    figures["python_loop"] = _timed([sys.executable, "-c", _PYTHON_LOOP, str(folders["python_loop"]), *pairs])
+    figures["batch"] = _unetrpp("batch", str(work / "cohort"), str(folders["batch"]))
+    ray = ("--executor", "ray", "--ray-cpus-per-worker", str(os.cpu_count()))
+    figures["ray"] = _unetrpp("batch", str(work / "cohort"), str(folders["ray"]), *ray)
+    for name in names:  # the same labels every way, or the comparison means nothing
+        loop = sitk.GetArrayFromImage(sitk.ReadImage(str(folders["loop"] / name)))
+        for way in WAYS[1:]:
+            if not np.array_equal(loop, sitk.GetArrayFromImage(sitk.ReadImage(str(folders[way] / name)))):
+                raise SystemExit(f"labels differ between the loop and {way} for {name}")
     return {
         "started_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
         "machine": machine_description(),
         "load_average": {"before": load_before, "after": os.getloadavg()[0]},
         "cases": len(cases),
         "real": len(REAL_CASES),
-        "loop_seconds": loop_seconds,
-        "batch_seconds": batch_seconds,
+        "seconds": {way: figures[way][0] for way in WAYS},
+        "peak_rss_bytes": {way: figures[way][1] for way in WAYS},
     }
+
+
+WAYS = ("loop", "python_loop", "batch", "ray")
+_WAY_NAMES = {
+    "loop": "loop of `unetrpp segment` (model loaded per case)",
+    "python_loop": "Python loop over `unetrpp.segment`, model loaded once, stages in turn",
+    "batch": "`unetrpp batch` (stages overlapped)",
+    "ray": "`unetrpp batch --executor ray`, local cluster, 1 worker (RSS: the driver only)",
+}
 
 
 def format_report(report: dict) -> str:
     machine, cases = report["machine"], report["cases"]
-    loop, batch = report["loop_seconds"], report["batch_seconds"]
+    seconds, peaks = report["seconds"], report["peak_rss_bytes"]
+    rows = [
+        f"| {_WAY_NAMES[way]} | {seconds[way]:.1f} | {3600 * cases / seconds[way]:.0f} | "
+        f"{seconds['loop'] / seconds[way]:.2f}x | {peaks[way] / 1e9:.2f} |"
+        for way in WAYS
+    ]
     return "\n".join(
         [
             f"Run {report['started_utc']} UTC: {cases} cases ({report['real']} real CTs from the test data, "
             f"{cases - report['real']} held-out demo phantoms), the `demo` model on the CPU. Machine: "
             f"{machine['cpu']}, {machine['logical_cpus']} logical CPUs, torch {machine['torch']}; "
             f"1-minute load average {report['load_average']['before']:.1f} before, "
-            f"{report['load_average']['after']:.1f} after. Labels equal both ways for every case.",
+            f"{report['load_average']['after']:.1f} after. Labels equal every way for every case.",
             "",
-            "| way | wall seconds | cases per hour | vs the loop |",
-            "|---|---:|---:|---:|",
-            f"| loop of `unetrpp segment` | {loop:.1f} | {3600 * cases / loop:.0f} | 1.00x |",
-            f"| `unetrpp batch` | {batch:.1f} | {3600 * cases / batch:.0f} | {loop / batch:.2f}x |",
+            "| way | wall seconds | cases per hour | vs the loop | peak RSS GB |",
+            "|---|---:|---:|---:|---:|",
+            *rows,
+            "",
+            f"Overlapping the stages: {seconds['python_loop'] / seconds['batch']:.2f}x the throughput of "
+            "the same model loaded once with the stages in turn, at "
+            f"{peaks['batch'] / peaks['python_loop']:.2f}x its peak RSS.",
             "",
         ]
     )

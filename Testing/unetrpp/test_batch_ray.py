@@ -190,3 +190,23 @@ def test_the_cli_starts_a_local_cluster_for_the_run_and_writes_every_case(tmp_pa
     assert completed.returncode == 0, completed.stderr
     assert completed.stdout.splitlines()[-1].startswith("2 done, 0 skipped, 0 failed; report: ")
     assert sorted(p.name for p in (tmp_path / "out").glob("*.seg.nrrd")) == ["a.seg.nrrd", "b.seg.nrrd"]
+
+
+def test_ray_options_are_checked_before_any_work(tmp_path, capsys):
+    """A --ray-* flag without --executor ray, or an impossible worker count, is one line, exit 2."""
+    from unetrpp.cli import main
+
+    base = ["batch", str(tmp_path), str(tmp_path / "out"), "--model", "synapse"]
+    cases = {
+        (
+            "--ray-workers",
+            "2",
+        ): "unetrpp: error: --ray-workers applies to --executor ray only; add --executor ray or drop it",
+        ("--executor", "ray", "--ray-workers", "0"): "unetrpp: error: Ray workers must be at least 1, got 0",
+        ("--executor", "ray", "--ray-cpus-per-worker", "0"): "unetrpp: error: CPUs per Ray worker must be "
+        "positive, got 0",
+    }
+    for flags, message in cases.items():
+        assert main([*base, *flags]) == 2, flags
+        assert capsys.readouterr().err.strip() == message
+    assert not (tmp_path / "out").exists()

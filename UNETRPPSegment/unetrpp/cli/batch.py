@@ -111,9 +111,7 @@ def _add_executor_options(parser: argparse.ArgumentParser) -> None:
         help="workers (each holds the model); default: one per GPU of the cluster, else its CPUs / "
         "--ray-cpus-per-worker",
     )
-    group.add_argument(
-        "--ray-cpus-per-worker", type=float, default=2.0, metavar="N", help="CPUs per worker (default: 2)"
-    )
+    group.add_argument("--ray-cpus-per-worker", type=float, metavar="N", help="CPUs per worker (default: 2)")
     group.add_argument(
         "--ray-gpus-per-worker",
         type=float,
@@ -155,6 +153,8 @@ def run(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace, on_event: Any) -> Any:
     from unetrpp.batch.runner import run_batch
 
+    _refuse_ray_options_without_ray(args)
+
     return run_batch(
         args.source,
         args.output_dir,
@@ -170,15 +170,25 @@ def _run(args: argparse.Namespace, on_event: Any) -> Any:
     )
 
 
+_RAY_FLAGS = ("address", "workers", "cpus_per_worker", "gpus_per_worker")  # --ray-<name>, RayOptions fields
+
+
+def _refuse_ray_options_without_ray(args: argparse.Namespace) -> None:
+    """A --ray-* option with the local executor would be ignored without a word: refuse it."""
+    from unetrpp.errors import BatchInputError
+
+    given = [name for name in _RAY_FLAGS if getattr(args, f"ray_{name}") is not None]
+    if given and args.executor != "ray":
+        flag = "--ray-" + given[0].replace("_", "-")
+        raise BatchInputError(f"{flag} applies to --executor ray only; add --executor ray or drop it")
+
+
 def _ray_options(args: argparse.Namespace) -> Any:
+    """The --ray-* options given; RayOptions' defaults for the others."""
     from unetrpp.batch.ray_options import RayOptions
 
-    return RayOptions(
-        address=args.ray_address,
-        workers=args.ray_workers,
-        cpus_per_worker=args.ray_cpus_per_worker,
-        gpus_per_worker=args.ray_gpus_per_worker,
-    )
+    given = {name: getattr(args, f"ray_{name}") for name in _RAY_FLAGS}
+    return RayOptions(**{name: value for name, value in given.items() if value is not None})
 
 
 def _quiet(event: Any) -> None:
