@@ -4,7 +4,9 @@ INPUT is a folder (each image file, and each sub-folder holding a DICOM series, 
 it without its image extension) or a CSV with a ``case`` column and one column per model input. Each
 case gets ``OUTPUT_DIR/<case>.seg.nrrd`` (``--labelmap``: also ``<case>.labels.nii.gz``; ``--summary``:
 ``<case>.summary.json``; ``--dicom-seg``: ``<case>.seg.dcm``, for DICOM folder cases), with the per-case
-options of ``unetrpp segment``. The model is loaded once.
+options of ``unetrpp segment``. The model is loaded once; the next case is read, and the previous one
+written, while the network runs on the current one. ``--executor ray`` runs the cases on a Ray cluster
+instead (:mod:`unetrpp.batch.ray_executor`: what it assumes of the nodes and the storage).
 
 Resume: run the same command again after a crash, a kill or Ctrl-C; a case whose outputs and journal
 row (``batch_journal.jsonl``) match the current model, options and inputs is skipped untouched, any other
@@ -16,7 +18,9 @@ names each with its one-line error), 2 nothing ran (a bad case list, model or op
 
 Progress (``--progress``): ``bar`` (default on a terminal) draws one bar over cases on stderr (done/total,
 failures, ETA) with the current case's stage below it; ``none`` prints only warnings and failures;
-``json`` writes one JSON object per line on stdout. Its events, in order:
+``json`` writes one JSON object per line on stdout. Its events, in order for each case (cases overlap:
+the next case's ``case_start`` and its first stages come before this case's ``case_done``; on Ray, cases
+end in the order their workers finish them):
 
 ``case_start``: a case begins (``index`` counts from 1)::
 
