@@ -182,6 +182,23 @@ def test_a_model_that_can_only_give_nonsense_is_refused_before_inference(make, f
     assert not [e for e in events if isinstance(e, ProgressEvent)]  # no tile ran
 
 
+def test_weights_found_finite_once_are_not_rescanned_but_a_later_nan_is_still_caught(monkeypatch):
+    """A cohort scans its model once (the scan is remembered per network and tensor version); weights
+    changed in place afterwards are scanned again and refused."""
+    model, options = _tiny_model(), SegmentOptions(device="cpu")
+    scans = []
+    real_isfinite = torch.isfinite
+    monkeypatch.setattr(torch, "isfinite", lambda tensor: scans.append(1) or real_isfinite(tensor))
+    segment(_ct_phantom(), model, options=options)
+    first = len(scans)
+    segment(_ct_phantom(), model, options=options)
+    assert first > 0 and len(scans) == first  # the second case did not scan again
+    with torch.no_grad():
+        next(model.network.parameters()).view(-1)[0] = float("nan")
+    with pytest.raises(CheckpointError, match="NaN or infinite weights in 1 tensor"):
+        segment(_ct_phantom(), model, options=options)
+
+
 # --- F-06, F-23: not CT in Hounsfield units, label maps, empty results ---------------------------
 
 
