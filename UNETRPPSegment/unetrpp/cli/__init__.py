@@ -75,6 +75,9 @@ def _asks_for_json_progress(parser: argparse.ArgumentParser, argv: Sequence[str]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from unetrpp.pipeline.allocator import keep_heap
+
+    keep_heap()  # before any large array: reading and resampling gain too (pipeline.allocator)
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         status = _run(argv)
