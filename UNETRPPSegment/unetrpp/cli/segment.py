@@ -169,6 +169,13 @@ def add_case_options(parser: argparse.ArgumentParser) -> None:
         help="forward-pass arithmetic; auto: fp16 on CUDA, bf16 on CPUs with bf16 instructions, else fp32",
     )
     parser.add_argument(
+        "--backend",
+        choices=("auto", "torch", "openvino"),  # unetrpp.pipeline.backends.Backend
+        default="auto",
+        help="what runs the network on the CPU: auto (default: OpenVINO when installed, for the large "
+        'networks, else torch), torch, or openvino (pip install "unetrpp[openvino]"); CUDA always uses torch',
+    )
+    parser.add_argument(
         "--batch-size", type=positive_int, default=1, help="tiles per forward pass (default 1)"
     )
     parser.add_argument(
@@ -211,6 +218,7 @@ def case_options(args: argparse.Namespace) -> Any:
         crop_to_body=args.body_crop,
         series_uid=getattr(args, "series", None),
         check_modality=not args.force_modality,
+        backend=args.backend,
     )
 
 

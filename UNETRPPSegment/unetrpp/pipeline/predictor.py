@@ -210,7 +210,9 @@ def infer_case(prepared: PreparedCase, on_event: EventCallback | None = None) ->
         import torch
 
         try:
-            network = _inference_network(prepared.loaded.network, device, config.precision)
+            network = _inference_network(
+                prepared.loaded.network, device, config.precision, prepared.options.backend
+            )
             logits = predict_sliding_window(network, prepared.array, config, device, on_event, prepared.body)
         except torch.cuda.OutOfMemoryError as error:
             raise UnetrppError(_out_of_memory_message(device, config.batch_size)) from error
@@ -304,17 +306,18 @@ def _body_on_network_grid(image: sitk.Image, plans: Plans, info: Any) -> np.ndar
     return None if mask is None else mask_to_network_grid(mask, info)
 
 
-def _inference_network(network: nn.Module, device: torch.device, precision: Precision) -> nn.Module:
-    """The network to tile with: on the CPU an inference copy (``optimize_for_inference``), with bf16
-    weights when bf16 was chosen (0.36 instead of 1.27 s per synapse tile, benchmarks/RESULTS.md)."""
-    if device.type != "cpu":
-        return network
-    import torch
+def _inference_network(
+    network: nn.Module, device: torch.device, precision: Precision, backend: str
+) -> nn.Module:
+    """The network to tile with (``pipeline.backends``: torch's inference copy or OpenVINO on the CPU,
+    the network itself on CUDA). On the CPU freed memory stays in the heap from here on
+    (``pipeline.allocator``), in every process that runs inference: CLI, cohort worker, Slicer child."""
+    from unetrpp.pipeline.allocator import keep_heap
+    from unetrpp.pipeline.backends import network_for_backend
 
-    from unetrpp.network.optimize import optimize_for_inference
-    from unetrpp.pipeline.sliding_window import Precision
-
-    return optimize_for_inference(network, dtype=torch.bfloat16 if precision is Precision.BF16 else None)
+    if device.type == "cpu":
+        keep_heap()
+    return network_for_backend(network, device, precision, backend)
 
 
 @contextlib.contextmanager

@@ -17,6 +17,7 @@ import SimpleITK as sitk
 from unetrpp.errors import UnetrppError
 from unetrpp.labels.terminology import Structure
 from unetrpp.models.cards import ModelCard
+from unetrpp.pipeline.backends import check_backend
 from unetrpp.pipeline.geometry import check_orientation_code
 from unetrpp.pipeline.sliding_window import Accumulation, Precision, SlidingWindowConfig
 
@@ -106,6 +107,9 @@ class SegmentOptions:
         refuse_wrong_modality: make that check's finding an ``InputImageError`` instead of a warning: a
             cohort (``unetrpp batch``) fails such a case alone rather than hiding a meaningless result
             among thousands.
+        backend: what runs the network on the CPU: ``auto`` (OpenVINO when installed, for the large
+            networks; else torch), ``torch`` or ``openvino`` (``pip install "unetrpp[openvino]"``); on
+            CUDA always torch (:mod:`unetrpp.pipeline.backends`).
     """
 
     device: str = "auto"
@@ -123,9 +127,11 @@ class SegmentOptions:
     series_uid: str | None = None
     check_modality: bool = True
     refuse_wrong_modality: bool = False
+    backend: str = "auto"
 
     def __post_init__(self) -> None:
         self._apply_quality()
+        object.__setattr__(self, "backend", check_backend(self.backend, self.device).value)
         if isinstance(self.structures, str):  # "liver,spleen" rather than ("liver", "spleen")
             object.__setattr__(self, "structures", tuple(self.structures.split(",")))
         if self.structures is not None:
