@@ -16,10 +16,11 @@ node. Only this driver writes the journal and the reports.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from unetrpp.batch.jobs import CaseJob, CaseOutcome, run_job
@@ -56,77 +57,71 @@ def run_on_ray(
     are redone by the next run."""
     if not jobs:
         return
+    with _cluster(ray_options.address) as ray:
+        from ray.exceptions import RayActorError, RayTaskError
+
+        cpus, gpus, count = _worker_shape(ray.cluster_resources(), ray_options, len(jobs))
+        worker_class = ray.remote(num_cpus=cpus, num_gpus=gpus, max_restarts=0)(CaseWorker)
+        model = ray.put(loaded)  # sent to each node once, not once per case
+        workers = [worker_class.remote(model, options) for _ in range(count)]
+        waiting, attempts = deque(jobs), {job.case.name: 0 for job in jobs}
+        running: dict[Any, tuple[CaseJob, int]] = {}
+        try:
+            while waiting or running:
+                busy = {slot for _, slot in running.values()}
+                for slot in (s for s in range(count) if s not in busy):
+                    if not waiting:
+                        break
+                    job = waiting.popleft()
+                    if attempts[job.case.name] == 0:
+                        on_start(job)
+                    attempts[job.case.name] += 1
+                    running[workers[slot].run.remote(job)] = (job, slot)
+                (done,), _ = ray.wait(list(running), num_returns=1)
+                job, slot = running.pop(done)
+                try:
+                    outcome = ray.get(done)
+                except RayActorError as error:
+                    workers[slot] = worker_class.remote(model, options)
+                    tries = attempts[job.case.name]
+                    logger.warning("case %s: its Ray worker died (try %d): %s", job.case.name, tries, error)
+                    if tries < ray_options.max_attempts:
+                        waiting.appendleft(job)
+                        continue
+                    message = (
+                        f"its Ray worker died on each of {tries} tries (out of memory? see the Ray logs)"
+                    )
+                    outcome = CaseOutcome("failed", 0.0, error=message, error_type="WorkerDiedError")
+                except RayTaskError as error:  # a bug in the worker outside the case's own guard
+                    outcome = CaseOutcome(
+                        "failed", 0.0, error=f"internal error: {error}", error_type="RayTaskError"
+                    )
+                if attempts[job.case.name] > 1:
+                    redone = f"redone after its Ray worker died ({attempts[job.case.name]} tries)"
+                    outcome = dataclasses.replace(outcome, warnings=(redone, *outcome.warnings))
+                on_outcome(job, outcome)
+        finally:
+            for worker in workers:
+                ray.kill(worker)
+
+
+@contextlib.contextmanager
+def _cluster(address: str | None) -> Iterator[Any]:
+    """Ray, connected: to the cluster already joined in this process, else to ``address`` (None: a local
+    cluster for this run, or the one RAY_ADDRESS names), shut down after the run only if started here."""
     ray = require_ray()
     started_here = not ray.is_initialized()
     if started_here:
-        _connect(ray, ray_options.address)
+        quiet = {"logging_level": logging.WARNING, "log_to_driver": False}
+        if address is None:
+            ray.init(include_dashboard=False, **quiet)
+        else:
+            ray.init(address=address, **quiet)
     try:
-        _run(ray, jobs, loaded, options, on_start, on_outcome, ray_options)
+        yield ray
     finally:
         if started_here:
             ray.shutdown()
-
-
-def _connect(ray: Any, address: str | None) -> None:
-    quiet = {"logging_level": logging.WARNING, "log_to_driver": False}
-    if address is None:  # a local cluster for this run, or the one RAY_ADDRESS names
-        ray.init(include_dashboard=False, **quiet)
-    else:
-        ray.init(address=address, **quiet)
-
-
-def _run(
-    ray: Any,
-    jobs: Sequence[CaseJob],
-    loaded: LoadedModel,
-    options: SegmentOptions,
-    on_start: Callable[[CaseJob], None],
-    on_outcome: Callable[[CaseJob, CaseOutcome], None],
-    ray_options: RayOptions,
-) -> None:
-    from ray.exceptions import RayActorError, RayTaskError
-
-    cpus, gpus, count = _worker_shape(ray.cluster_resources(), ray_options, len(jobs))
-    worker_class = ray.remote(num_cpus=cpus, num_gpus=gpus, max_restarts=0)(CaseWorker)
-    model = ray.put(loaded)  # sent to each node once, not once per case
-    workers = [worker_class.remote(model, options) for _ in range(count)]
-    waiting, attempts = deque(jobs), {job.case.name: 0 for job in jobs}
-    running: dict[Any, tuple[CaseJob, int]] = {}
-    try:
-        while waiting or running:
-            busy = {slot for _, slot in running.values()}
-            for slot in (s for s in range(count) if s not in busy):
-                if not waiting:
-                    break
-                job = waiting.popleft()
-                if attempts[job.case.name] == 0:
-                    on_start(job)
-                attempts[job.case.name] += 1
-                running[workers[slot].run.remote(job)] = (job, slot)
-            (done,), _ = ray.wait(list(running), num_returns=1)
-            job, slot = running.pop(done)
-            try:
-                outcome = ray.get(done)
-            except RayActorError as error:
-                workers[slot] = worker_class.remote(model, options)
-                tries = attempts[job.case.name]
-                logger.warning("case %s: its Ray worker died (try %d): %s", job.case.name, tries, error)
-                if tries < ray_options.max_attempts:
-                    waiting.appendleft(job)
-                    continue
-                message = f"its Ray worker died on each of {tries} tries (out of memory? see the Ray logs)"
-                outcome = CaseOutcome("failed", 0.0, error=message, error_type="WorkerDiedError")
-            except RayTaskError as error:  # a bug in the worker outside the case's own guard
-                outcome = CaseOutcome(
-                    "failed", 0.0, error=f"internal error: {error}", error_type="RayTaskError"
-                )
-            if attempts[job.case.name] > 1:
-                redone = f"redone after its Ray worker died ({attempts[job.case.name]} tries)"
-                outcome = dataclasses.replace(outcome, warnings=(redone, *outcome.warnings))
-            on_outcome(job, outcome)
-    finally:
-        for worker in workers:
-            ray.kill(worker)
 
 
 def _worker_shape(
