@@ -222,12 +222,10 @@ class OpenVINONetwork(nn.Module):
         return output
 
 
-def compile_network(
-    network: nn.Module, precision: str, *, digest: str | None = None, root: Path | None = None
-) -> OpenVINONetwork:
+def compile_network(network: nn.Module, precision: str, *, root: Path | None = None) -> OpenVINONetwork:
     """``network`` (a UNETR++ with ``config.patch_size`` and ``config.in_channels``) compiled for this
-    CPU in ``precision`` (``"bf16"`` or ``"f32"``), from the cache (converted on first use). ``digest``:
-    :func:`weights_sha256` of the network when the caller has it already; ``root``: the cache folder.
+    CPU in ``precision`` (``"bf16"`` or ``"f32"``), from the cache (converted on first use); ``root``: the
+    cache folder.
 
     Raises:
         UnetrppError: OpenVINO is not installed, or the cache cannot be written.
@@ -235,7 +233,7 @@ def compile_network(
     openvino = require_openvino()
     config = network.config
     shape = (1, int(config.in_channels), *(int(size) for size in config.patch_size))
-    key = CacheKey(digest or weights_sha256(network), openvino.get_version(), precision, shape)
+    key = CacheKey(weights_sha256(network), openvino.get_version(), precision, shape)
     xml = converted_model_path(network.eval(), key, root)
     properties = {
         "INFERENCE_PRECISION_HINT": precision,

@@ -103,13 +103,14 @@ def network_for_backend(
         from unetrpp.network.optimize import optimize_for_inference
 
         return optimize_for_inference(network, dtype=torch.bfloat16 if precision is Precision.BF16 else None)
-    from unetrpp.network.openvino_runtime import compile_network, weights_sha256
+    from unetrpp.network.openvino_runtime import compile_network
+    from unetrpp.network.state import weights_stamp
 
     hint = "bf16" if precision is Precision.BF16 else "f32"
-    digest = weights_sha256(network)
-    fingerprint = (digest, hint, torch.get_num_threads())
+    # the stamp, not a SHA256 of the weights: a cohort's later cases need not hash 229 MB each
+    fingerprint = (weights_stamp(network), hint, torch.get_num_threads())
     cached = _compiled.get(network)
-    if cached is None or cached[0] != fingerprint:  # weights changed in place: compile again
-        cached = (fingerprint, compile_network(network, hint, digest=digest))
+    if cached is None or cached[0] != fingerprint:  # new, or weights changed in place: compile again
+        cached = (fingerprint, compile_network(network, hint))
         _compiled[network] = cached
     return cached[1]

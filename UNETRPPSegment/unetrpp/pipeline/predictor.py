@@ -426,16 +426,16 @@ def _check_model(loaded: LoadedModel, card: ModelCard) -> None:
             )
     import torch
 
-    state = loaded.network.state_dict()
-    # What a tensor holds changes only with its storage or its in-place version counter, so a network
-    # found finite is not scanned again while both hold: a cohort pays the scan once, not per case (90 ms
-    # per case for synapse, 229 MB of weights, on 2 cores).
-    stamp = tuple((name, tensor.data_ptr(), tensor._version) for name, tensor in state.items())
+    from unetrpp.network.state import weights_stamp
+
+    # A network found finite is not scanned again while its weights are unchanged: a cohort pays the
+    # scan once, not per case (90 ms per case for synapse, 229 MB of weights, on 2 cores).
+    stamp = weights_stamp(loaded.network)
     if _FINITE_NETWORKS.get(loaded.network) == stamp:
         return
     bad = [
         name
-        for name, tensor in state.items()
+        for name, tensor in loaded.network.state_dict().items()
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())
     ]
     if bad:
