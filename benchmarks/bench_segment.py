@@ -257,6 +257,8 @@ def run_worker(config: str, size: BenchSize, work_dir: Path) -> dict:
     import psutil
     import torch
     from unetrpp.models.registry import find_card
+    from unetrpp.network.openvino_runtime import OpenVINONetwork
+    from unetrpp.network.unetr_pp import UNETRPP
 
     card = find_card("synapse")
     plans = dataclasses.replace(card.plans, patch_size_zyx=size.patch_size or card.plans.patch_size_zyx)
@@ -265,9 +267,11 @@ def run_worker(config: str, size: BenchSize, work_dir: Path) -> dict:
     tiles = [0]
 
     def count_tiles(module, args) -> None:
-        tiles[0] += int(args[0].shape[0])
+        # the whole network, whichever engine runs it: torch (the network, its inference copy) or OpenVINO
+        if isinstance(module, (UNETRPP, OpenVINONetwork)) and not torch.jit.is_tracing():
+            tiles[0] += int(args[0].shape[0])
 
-    network.register_forward_pre_hook(count_tiles)  # deep copies (optimize_for_inference) keep it
+    torch.nn.modules.module.register_module_forward_pre_hook(count_tiles)
     baseline_rss = psutil.Process().memory_info().rss
     load_before = os.getloadavg()
     started, cpu_started = time.perf_counter(), _cpu_seconds()
