@@ -267,8 +267,10 @@ def run_worker(config: str, size: BenchSize, work_dir: Path) -> dict:
     tiles = [0]
 
     def count_tiles(module, args) -> None:
-        # the whole network, whichever engine runs it: torch (the network, its inference copy) or OpenVINO
-        if isinstance(module, (UNETRPP, OpenVINONetwork)) and not torch.jit.is_tracing():
+        # the whole network, whichever engine runs it: torch (the network, its inference copy) or OpenVINO.
+        # Tiles run under inference mode (the pipeline's sliding window, the reference's MONAI call); the
+        # OpenVINO conversion's calls run under no_grad, and tracing alone would not exclude all of them.
+        if isinstance(module, (UNETRPP, OpenVINONetwork)) and torch.is_inference_mode_enabled():
             tiles[0] += int(args[0].shape[0])
 
     torch.nn.modules.module.register_module_forward_pre_hook(count_tiles)
