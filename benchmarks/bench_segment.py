@@ -383,9 +383,11 @@ def compare(reference: np.ndarray, other: np.ndarray, body: np.ndarray, num_clas
     }
 
 
-def write_phantom_ct(seed: int, orientation: str, path: Path) -> np.ndarray:
+def write_phantom_ct(
+    seed: int, orientation: str, path: Path, field_mm: float = TRAINED_FIELD_MM
+) -> np.ndarray:
     """Write a held-out phantom of the demo model, stored in ``orientation`` and padded with noisy air
-    to a ``TRAINED_FIELD_MM`` square field; return its truth label map (z, y, x) on the same grid."""
+    to a ``field_mm`` square field; return its truth label map (z, y, x) on the same grid."""
     import SimpleITK as sitk
     from unetrpp.train.phantom_canvas import AIR_HU
     from unetrpp.train.phantoms import generate_phantom
@@ -393,7 +395,7 @@ def write_phantom_ct(seed: int, orientation: str, path: Path) -> np.ndarray:
     phantom = generate_phantom(seed)
     image = sitk.DICOMOrient(phantom.image, orientation)
     truth = sitk.DICOMOrient(phantom.label_map, orientation)
-    pad = [max(0, round((TRAINED_FIELD_MM / image.GetSpacing()[a] - image.GetSize()[a]) / 2)) for a in (0, 1)]
+    pad = [max(0, round((field_mm / image.GetSpacing()[a] - image.GetSize()[a]) / 2)) for a in (0, 1)]
     pad.append(0)
     padded = sitk.ConstantPad(image, pad, pad, AIR_HU)
     array = sitk.GetArrayFromImage(padded).astype(np.float32)
