@@ -150,6 +150,8 @@ class UNETRPPSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
         self.ui.modelComboBox.currentIndexChanged.connect(self.onModelChanged)
         self.ui.deviceComboBox.currentIndexChanged.connect(self.onDeviceChanged)
+        self.ui.installOpenVINOButton.clicked.connect(self.onInstallOpenVINO)
+        self._updateCpuBackend()
         self.ui.segmentButton.clicked.connect(self.onSegmentButton)
         self.ui.importWeightsButton.clicked.connect(self.onImportWeights)
         self.ui.show3DButton.clicked.connect(self.onShow3D)
@@ -297,6 +299,7 @@ class UNETRPPSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onDeviceChanged(self, index):
         if self._parameterNode is not None:
             self._parameterNode.forceCpu = index == 1
+        self._updateCpuBackend()
 
     def _updateWeightsStatus(self):
         card = self._currentCard()
@@ -649,6 +652,37 @@ class UNETRPPSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         ready = self._dependencies.ensure(confirmInstall, confirmRestart, slicer.util.restart)
         self._updateWeightsStatus()
         return ready
+
+    # ---- the CPU backend ----------------------------------------------------------------------------
+    def _updateCpuBackend(self):
+        """Name what runs the network on the CPU; offer OpenVINO where the CPU runs and it is missing."""
+        installed = dependencies.openvino_installed()
+        self.ui.cpuBackendLabel.text = "OpenVINO (the large models)" if installed else "PyTorch"
+        cpuRuns = self.ui.deviceComboBox.currentIndex == 1 or not self.logic.cudaLikelyAvailable()
+        self.ui.installOpenVINOButton.setVisible(dependencies.offer_openvino(cpuRuns, installed))
+
+    def onInstallOpenVINO(self):
+        if not slicer.util.confirmOkCancelDisplay(
+            "Install OpenVINO into Slicer's Python? On the CPU it runs the large models about 1.7x faster "
+            "per tile than PyTorch, with the same accuracy. It needs internet (a 60 MB download); PyTorch, "
+            "NumPy and SimpleITK stay as they are.",
+            windowTitle="UNETR++ Segment",
+        ):
+            return
+        self.ui.statusLabel.text = "Installing OpenVINO, please wait..."
+        slicer.app.processEvents()
+        try:
+            # Base/Python/slicer/util.py (slicer-core 5.13): shows the error, restores the cursor, re-raises.
+            with slicer.util.tryWithErrorDisplay("Failed to install OpenVINO.", waitCursor=True):
+                dependencies.install_openvino()
+        finally:
+            # The child process is a new Python: its --backend auto finds OpenVINO without a restart.
+            self.ui.statusLabel.text = (
+                "OpenVINO installed: the next CPU run uses it."
+                if dependencies.openvino_installed()
+                else "OpenVINO was not installed; the CPU runs PyTorch."
+            )
+            self._updateCpuBackend()
 
 
 def _durationText(seconds: float) -> str:

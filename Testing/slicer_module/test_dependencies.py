@@ -216,7 +216,8 @@ def test_missing_pytorch_extension_is_a_clear_error(monkeypatch):
 def test_torch_range_asked_for_is_the_cores():
     pyproject = Path(__file__).resolve().parents[2] / "pyproject.toml"
     torch_lines = [
-        r for r in tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"]["dependencies"]
+        r
+        for r in tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"]["dependencies"]
         if dependencies.distribution_name(r) == "torch"
     ]
     assert torch_lines == ["torch" + dependencies.TORCH_REQUIREMENT]
@@ -270,3 +271,70 @@ def test_nothing_missing_asks_nothing():
     gate = dependencies.DependencyGate(lambda: [], lambda: pytest.fail("nothing to install"))
     asked: list[str] = []
     assert _ensure(gate, {}, asked) is True and asked == []
+
+
+# ---- the optional OpenVINO backend: offered where the CPU runs, installed with the same pins ----------
+
+
+def test_openvino_requirements_equal_the_cores_openvino_extra():
+    pyproject = Path(__file__).resolve().parents[2] / "pyproject.toml"
+    extras = tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"]["optional-dependencies"]
+    # `pip install "unetrpp[openvino]"` and the panel's button install the same OpenVINO
+    assert dependencies.read_requirements(dependencies.OPENVINO_REQUIREMENTS_FILE) == extras["openvino"]
+
+
+def test_install_openvino_uses_slicer_packaging_with_the_same_pins(slicer_packaging, monkeypatch):
+    monkeypatch.setattr(
+        dependencies, "_install_torch", lambda: pytest.fail("OpenVINO needs no torch install")
+    )
+    dependencies.install_openvino()
+    assert slicer_packaging == [
+        {
+            "requirements_file": dependencies.OPENVINO_REQUIREMENTS_FILE,
+            "constraints": _installed_pins(),
+            "skip_packages": None,
+            "prompt_install": False,  # the panel asked already
+            "requester": "UNETR++",
+        }
+    ]
+
+
+def test_install_openvino_on_older_slicer_passes_the_pins_to_pip_install(monkeypatch):
+    import slicer
+
+    calls: list[list[str]] = []
+
+    def pip_install(requirements):  # slicer.util.pip_install(requirements), Base/Python/slicer/util.py v5.6.2
+        constraints = Path(requirements[requirements.index("-c") + 1]).read_text(encoding="utf-8")
+        calls.append([*requirements[:3], *constraints.split()])
+
+    monkeypatch.setattr(slicer.util, "pip_install", pip_install, raising=False)
+    dependencies.install_openvino()
+    assert calls == [["-r", str(dependencies.OPENVINO_REQUIREMENTS_FILE), "-c", *_installed_pins()]]
+
+
+def test_a_failed_openvino_install_reaches_the_panel(monkeypatch):
+    import subprocess
+
+    import slicer
+
+    def pip_install(requirements):  # pip's failure, as slicer.util.pip_install raises it
+        raise subprocess.CalledProcessError(1, ["pip", "install", *requirements])
+
+    monkeypatch.setattr(slicer.util, "pip_install", pip_install, raising=False)
+    with pytest.raises(subprocess.CalledProcessError):
+        dependencies.install_openvino()
+
+
+def test_openvino_installed_follows_what_this_python_can_import(monkeypatch):
+    assert dependencies.openvino_installed() is True  # a test dependency
+    monkeypatch.setitem(sys.modules, "openvino", None)  # import openvino now fails
+    assert dependencies.openvino_installed() is False
+
+
+@pytest.mark.parametrize(
+    ("cpu_runs", "installed", "offered"),
+    [(True, False, True), (True, True, False), (False, False, False), (False, True, False)],
+)
+def test_openvino_is_offered_only_where_the_cpu_runs_and_it_is_missing(cpu_runs, installed, offered):
+    assert dependencies.offer_openvino(cpu_runs, installed) is offered

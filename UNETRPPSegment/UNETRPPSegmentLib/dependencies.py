@@ -7,6 +7,10 @@ always with a constraints file that pins the torch, numpy and SimpleITK already 
 may replace the torch build the PyTorch extension chose (monai 1.6 asks for torch>=2.8) or backtrack to
 monai 1.4 and downgrade Slicer's numpy below 2. Qt-free: the widget asks the user before :func:`install`.
 
+OpenVINO, the faster CPU backend, is optional: ``Resources/requirements-openvino.txt``, offered by the panel
+where the CPU runs the network (:func:`offer_openvino`) and installed the same way
+(:func:`install_openvino`). The child process picks it up by itself (``--backend auto``), without a restart.
+
 MONAI stays a dependency rather than being rewritten here: the network's parameter names (and so the
 official checkpoints' keys) are MONAI's block names, training and evaluation use MONAI throughout, and with
 the installed torch and numpy pinned pip picks a MONAI release that works with both.
@@ -33,7 +37,11 @@ __all__ = [
     "read_requirements",
     "required_imports",
     "install",
+    "install_openvino",
     "installed_pins",
+    "OPENVINO_REQUIREMENTS_FILE",
+    "offer_openvino",
+    "openvino_installed",
     "TORCH_REQUIREMENT",
     "weights_installed",
 ]
@@ -41,6 +49,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 REQUIREMENTS_FILE = Path(__file__).resolve().parents[1] / "Resources" / "requirements.txt"
+OPENVINO_REQUIREMENTS_FILE = REQUIREMENTS_FILE.with_name("requirements-openvino.txt")
 # Distributions Slicer (or the PyTorch extension) provides; pip must leave them alone.
 NEVER_REPLACED = ("SimpleITK", "torch", "numpy")
 # The core's torch range (pyproject.toml), passed to the PyTorch extension when it installs torch.
@@ -88,10 +97,35 @@ def install(requirements_file: str | Path = REQUIREMENTS_FILE) -> None:
     """
     if importlib.util.find_spec("torch") is None:
         _install_torch()
+    _install_pinned(Path(requirements_file))
+
+
+def install_openvino() -> None:
+    """Install the optional OpenVINO backend, torch, numpy and SimpleITK pinned as for :func:`install`
+    (inside Slicer only; the widget has asked the user already).
+
+    Raises:
+        subprocess.CalledProcessError: pip failed (its output is in Slicer's Python console).
+    """
+    _install_pinned(OPENVINO_REQUIREMENTS_FILE)
+
+
+def openvino_installed() -> bool:
+    """True when this Python can import OpenVINO, so the child's ``--backend auto`` runs it on the CPU."""
+    return importlib.util.find_spec("openvino") is not None
+
+
+def offer_openvino(cpu_runs_inference: bool, installed: bool) -> bool:
+    """Whether the panel offers to install OpenVINO: only where the CPU runs the network (the GPU path
+    always uses torch) and OpenVINO is not there yet."""
+    return cpu_runs_inference and not installed
+
+
+def _install_pinned(requirements_file: Path) -> None:
     with tempfile.TemporaryDirectory(prefix="unetrpp-pip-") as folder:
         constraints = Path(folder) / "constraints.txt"
         constraints.write_text("\n".join(installed_pins(NEVER_REPLACED)) + "\n", encoding="utf-8")
-        _install_requirements(Path(requirements_file), constraints)
+        _install_requirements(requirements_file, constraints)
     importlib.invalidate_caches()
 
 
