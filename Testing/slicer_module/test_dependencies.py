@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from pathlib import Path
 
@@ -145,11 +146,47 @@ def slicer_packaging(monkeypatch):
     return calls
 
 
-def test_install_uses_slicer_packaging_with_the_installed_torch_numpy_and_simpleitk_pinned(slicer_packaging):
-    dependencies.install()
+@pytest.fixture
+def slicer_pip_install(monkeypatch):
+    """A recording ``slicer.util.pip_install(requirements)`` (Slicer 5.6-5.10, Base/Python/slicer/util.py
+    v5.6.2); it raises ``error`` when a test sets one, as pip's failure reaches the caller."""
+    import importlib.util
+    import types
+
+    import slicer
+
+    assert importlib.util.find_spec("slicer.packaging") is None  # slicer-core ships no packaging module
+    recorded = types.SimpleNamespace(calls=[], error=None)
+
+    def pip_install(requirements):
+        constraints = Path(requirements[requirements.index("-c") + 1]).read_text(encoding="utf-8")
+        recorded.calls.append([*requirements[:3], *constraints.split()])
+        if recorded.error is not None:
+            raise recorded.error
+
+    monkeypatch.setattr(slicer.util, "pip_install", pip_install, raising=False)
+    return recorded
+
+
+# What the panel installs: the requirements (Segment asks) and the optional OpenVINO (its own button).
+INSTALLERS = pytest.mark.parametrize(
+    ("install", "requirements_file"),
+    [
+        (dependencies.install, dependencies.REQUIREMENTS_FILE),
+        (dependencies.install_openvino, dependencies.OPENVINO_REQUIREMENTS_FILE),
+    ],
+    ids=["requirements", "openvino"],
+)
+
+
+@INSTALLERS
+def test_install_uses_slicer_packaging_with_the_installed_torch_numpy_and_simpleitk_pinned(
+    install, requirements_file, slicer_packaging
+):
+    install()
     assert slicer_packaging == [
         {
-            "requirements_file": dependencies.REQUIREMENTS_FILE,
+            "requirements_file": requirements_file,
             "constraints": _installed_pins(),
             "skip_packages": None,  # Slicer documents skip_packages as a discouraged workaround
             "prompt_install": False,  # the panel asked already
@@ -158,21 +195,26 @@ def test_install_uses_slicer_packaging_with_the_installed_torch_numpy_and_simple
     ]
 
 
-def test_install_on_older_slicer_passes_the_same_constraints_to_pip_install(monkeypatch):
-    import importlib.util
+@INSTALLERS
+def test_install_on_older_slicer_passes_the_same_constraints_to_pip_install(
+    install, requirements_file, slicer_pip_install
+):
+    install()
+    assert slicer_pip_install.calls == [["-r", str(requirements_file), "-c", *_installed_pins()]]
 
-    import slicer
 
-    assert importlib.util.find_spec("slicer.packaging") is None  # slicer-core ships no packaging module
-    calls: list[list[str]] = []
+@pytest.mark.parametrize(
+    "path", [dependencies.REQUIREMENTS_FILE, dependencies.OPENVINO_REQUIREMENTS_FILE], ids=lambda p: p.name
+)
+def test_requirements_files_read_the_same_with_slicers_parser(path):
+    # Slicer's load_requirements (Base/Python/slicer/packaging.py, v5.12.3) skips blank lines and lines
+    # starting with "#" or "-" and parses every other line whole with packaging's Requirement, so an
+    # inline comment, which read_requirements drops, would fail there.
+    from packaging.requirements import Requirement
 
-    def pip_install(requirements):  # slicer.util.pip_install(requirements), Base/Python/slicer/util.py v5.6.2
-        constraints = Path(requirements[requirements.index("-c") + 1]).read_text(encoding="utf-8")
-        calls.append([*requirements[:3], *constraints.split()])
-
-    monkeypatch.setattr(slicer.util, "pip_install", pip_install, raising=False)
-    dependencies.install()
-    assert calls == [["-r", str(dependencies.REQUIREMENTS_FILE), "-c", *_installed_pins()]]
+    lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    parsed = [str(Requirement(line)) for line in lines if line and not line.startswith(("#", "-"))]
+    assert parsed == dependencies.read_requirements(path)
 
 
 def test_requirements_never_ask_for_what_the_constraints_pin():
@@ -283,47 +325,32 @@ def test_openvino_requirements_equal_the_cores_openvino_extra():
     assert dependencies.read_requirements(dependencies.OPENVINO_REQUIREMENTS_FILE) == extras["openvino"]
 
 
-def test_install_openvino_uses_slicer_packaging_with_the_same_pins(slicer_packaging, monkeypatch):
-    monkeypatch.setattr(
-        dependencies, "_install_torch", lambda: pytest.fail("OpenVINO needs no torch install")
-    )
-    dependencies.install_openvino()
-    assert slicer_packaging == [
-        {
-            "requirements_file": dependencies.OPENVINO_REQUIREMENTS_FILE,
-            "constraints": _installed_pins(),
-            "skip_packages": None,
-            "prompt_install": False,  # the panel asked already
-            "requester": "UNETR++",
-        }
-    ]
-
-
-def test_install_openvino_on_older_slicer_passes_the_pins_to_pip_install(monkeypatch):
-    import slicer
-
-    calls: list[list[str]] = []
-
-    def pip_install(requirements):  # slicer.util.pip_install(requirements), Base/Python/slicer/util.py v5.6.2
-        constraints = Path(requirements[requirements.index("-c") + 1]).read_text(encoding="utf-8")
-        calls.append([*requirements[:3], *constraints.split()])
-
-    monkeypatch.setattr(slicer.util, "pip_install", pip_install, raising=False)
-    dependencies.install_openvino()
-    assert calls == [["-r", str(dependencies.OPENVINO_REQUIREMENTS_FILE), "-c", *_installed_pins()]]
-
-
-def test_a_failed_openvino_install_reaches_the_panel(monkeypatch):
-    import subprocess
-
-    import slicer
-
-    def pip_install(requirements):  # pip's failure, as slicer.util.pip_install raises it
-        raise subprocess.CalledProcessError(1, ["pip", "install", *requirements])
-
-    monkeypatch.setattr(slicer.util, "pip_install", pip_install, raising=False)
-    with pytest.raises(subprocess.CalledProcessError):
+@pytest.mark.parametrize(
+    ("error", "reason"),
+    [
+        (
+            subprocess.CalledProcessError(1, "pip install"),  # as packaging.py (v5.12.3) raises it
+            "pip exited with status 1; its output is in the Python console",
+        ),
+        (ValueError("constraints file not found\ndetails"), "constraints file not found"),
+    ],
+    ids=["pip-failed", "other-error"],
+)
+def test_a_failed_openvino_install_is_one_clear_line_for_the_panel(error, reason, slicer_pip_install):
+    slicer_pip_install.error = error
+    with pytest.raises(RuntimeError) as raised:
         dependencies.install_openvino()
+    assert str(raised.value) == f"OpenVINO could not be installed: {reason}"
+    assert raised.value.__cause__ is error  # the traceback keeps pip's own error
+    assert len(slicer_pip_install.calls) == 1
+
+
+def test_an_install_that_leaves_openvino_unimportable_is_a_failure(slicer_packaging, monkeypatch):
+    # pip_ensure returns without installing in Slicer's testing mode (packaging.py v5.12.3)
+    monkeypatch.setitem(sys.modules, "openvino", None)  # import openvino fails, as if never installed
+    with pytest.raises(RuntimeError, match="^OpenVINO could not be installed: this Python still cannot"):
+        dependencies.install_openvino()
+    assert len(slicer_packaging) == 1
 
 
 def test_openvino_installed_follows_what_this_python_can_import(monkeypatch):
@@ -333,8 +360,20 @@ def test_openvino_installed_follows_what_this_python_can_import(monkeypatch):
 
 
 @pytest.mark.parametrize(
-    ("cpu_runs", "installed", "offered"),
-    [(True, False, True), (True, True, False), (False, False, False), (False, True, False)],
+    ("cuda_available", "force_cpu", "openvino_installed", "backend", "button"),
+    [
+        (False, False, False, "PyTorch", True),  # no GPU: the CPU runs, OpenVINO missing
+        (False, True, False, "PyTorch", True),
+        (True, True, False, "PyTorch", True),  # CPU forced on a GPU machine
+        (True, False, False, "PyTorch", False),  # the GPU runs torch: nothing to offer
+        (False, False, True, "OpenVINO", False),
+        (False, True, True, "OpenVINO", False),
+        (True, True, True, "OpenVINO", False),
+        (True, False, True, "OpenVINO", False),
+    ],
 )
-def test_openvino_is_offered_only_where_the_cpu_runs_and_it_is_missing(cpu_runs, installed, offered):
-    assert dependencies.offer_openvino(cpu_runs, installed) is offered
+def test_openvino_is_offered_only_where_the_cpu_runs_and_it_is_missing(
+    cuda_available, force_cpu, openvino_installed, backend, button
+):
+    offer = dependencies.cpu_backend_offer(cuda_available, force_cpu, openvino_installed)
+    assert offer == dependencies.CpuBackendOffer(backend=backend, offer_install=button)

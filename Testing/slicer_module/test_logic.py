@@ -156,6 +156,20 @@ def test_segment_command_runs_the_module_with_json_progress(slicer_app, tmp_path
     assert "--quality" not in command  # fast, the child's default
 
 
+@pytest.mark.parametrize("device", ["cpu", "auto"])
+def test_the_child_picks_its_backend_itself_so_an_installed_openvino_is_used(device, slicer_app, tmp_path):
+    # The panel's "Install OpenVINO" needs no restart only because the child, a fresh Python, decides:
+    # no --backend on its command line, and the CLI's default is auto (OpenVINO on a CPU when importable).
+    from unetrpp.cli import build_parser
+
+    volume, _ = _add_volume(slicer_app.scene, _ct_like())
+    request = SegmentationRequest([volume], "synapse", device=device)
+    logic = SegmentationLogic(python_executable="/opt/PythonSlicer", temp_root=tmp_path)
+    command = logic.segment_command([tmp_path / "in.nrrd"], tmp_path / "out.seg.nrrd", request)
+    assert not any(word.startswith("--backend") for word in command)
+    assert build_parser().parse_args(command[3:]).backend == "auto"
+
+
 def test_paper_quality_is_the_childs_preset_and_sends_no_overlap_or_mirroring(slicer_app, tmp_path):
     from unetrpp.cli import build_parser
     from unetrpp.pipeline.segment_types import Quality

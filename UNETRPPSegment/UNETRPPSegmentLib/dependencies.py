@@ -8,8 +8,9 @@ may replace the torch build the PyTorch extension chose (monai 1.6 asks for torc
 monai 1.4 and downgrade Slicer's numpy below 2. Qt-free: the widget asks the user before :func:`install`.
 
 OpenVINO, the faster CPU backend, is optional: ``Resources/requirements-openvino.txt``, offered by the panel
-where the CPU runs the network (:func:`offer_openvino`) and installed the same way
-(:func:`install_openvino`). The child process picks it up by itself (``--backend auto``), without a restart.
+where the CPU runs the network (:func:`cpu_backend_offer`) and installed the same way
+(:func:`install_openvino`). The child process is a fresh Python whose ``--backend auto`` (the CLI's
+default; the panel passes no ``--backend``) picks it up without a restart.
 
 MONAI stays a dependency rather than being rewritten here: the network's parameter names (and so the
 official checkpoints' keys) are MONAI's block names, training and evaluation use MONAI throughout, and with
@@ -23,15 +24,19 @@ import importlib.metadata
 import importlib.util
 import logging
 import re
+import subprocess
 import tempfile
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = [
     "REQUIREMENTS_FILE",
     "REQUIRED_IMPORTS",
     "NEVER_REPLACED",
+    "CpuBackendOffer",
     "DependencyGate",
+    "cpu_backend_offer",
     "distribution_name",
     "missing_imports",
     "read_requirements",
@@ -40,7 +45,6 @@ __all__ = [
     "install_openvino",
     "installed_pins",
     "OPENVINO_REQUIREMENTS_FILE",
-    "offer_openvino",
     "openvino_installed",
     "TORCH_REQUIREMENT",
     "weights_installed",
@@ -101,27 +105,58 @@ def install(requirements_file: str | Path = REQUIREMENTS_FILE) -> None:
 
 
 def install_openvino() -> None:
-    """Install the optional OpenVINO backend, torch, numpy and SimpleITK pinned as for :func:`install`
+    """Install the optional OpenVINO backend with torch, numpy and SimpleITK pinned as for :func:`install`
     (inside Slicer only; the widget has asked the user already).
 
     Raises:
-        subprocess.CalledProcessError: pip failed (its output is in Slicer's Python console).
+        RuntimeError: one line saying why it failed, for the panel to show (pip's cause chained; pip's
+            output is in Slicer's Python console). The module keeps working with PyTorch.
     """
-    _install_pinned(OPENVINO_REQUIREMENTS_FILE)
+    try:
+        _install_pinned(OPENVINO_REQUIREMENTS_FILE)
+    except Exception as error:  # pip, Slicer's packaging or the file system: each ends the same way
+        raise RuntimeError(f"OpenVINO could not be installed: {_failure_reason(error)}") from error
+    if not openvino_installed():  # e.g. pip_ensure skips installing in Slicer's testing mode
+        raise RuntimeError("OpenVINO could not be installed: this Python still cannot import it")
+
+
+def _failure_reason(error: Exception) -> str:
+    """One line for the panel: pip's exit status (its output is in the console), else the first line."""
+    if isinstance(error, subprocess.CalledProcessError):
+        return f"pip exited with status {error.returncode}; its output is in the Python console"
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
 
 
 def openvino_installed() -> bool:
-    """True when this Python can import OpenVINO, so the child's ``--backend auto`` runs it on the CPU."""
+    """True when this Python can import OpenVINO, so the child's ``--backend auto`` runs it on the CPU.
+
+    Not ``unetrpp.network.openvino_runtime.openvino_available``: importing that module imports torch,
+    which the panel keeps out of Slicer's own process.
+    """
     return importlib.util.find_spec("openvino") is not None
 
 
-def offer_openvino(cpu_runs_inference: bool, installed: bool) -> bool:
-    """Whether the panel offers to install OpenVINO: only where the CPU runs the network (the GPU path
-    always uses torch) and OpenVINO is not there yet."""
-    return cpu_runs_inference and not installed
+@dataclass(frozen=True)
+class CpuBackendOffer:
+    """What the panel shows next to the device: the CPU's backend, and whether to offer OpenVINO."""
+
+    backend: str
+    offer_install: bool
+
+
+def cpu_backend_offer(cuda_available: bool, force_cpu: bool, openvino_installed: bool) -> CpuBackendOffer:
+    """The CPU backend's name, and the install button only where the CPU runs the network (no CUDA, or
+    CPU forced: the GPU always runs torch) and OpenVINO is missing."""
+    cpu_runs = force_cpu or not cuda_available
+    return CpuBackendOffer(
+        backend="OpenVINO" if openvino_installed else "PyTorch",
+        offer_install=cpu_runs and not openvino_installed,
+    )
 
 
 def _install_pinned(requirements_file: Path) -> None:
+    """Install a requirements file with what :data:`NEVER_REPLACED` names pinned as installed."""
     with tempfile.TemporaryDirectory(prefix="unetrpp-pip-") as folder:
         constraints = Path(folder) / "constraints.txt"
         constraints.write_text("\n".join(installed_pins(NEVER_REPLACED)) + "\n", encoding="utf-8")
@@ -161,9 +196,10 @@ def _install_requirements(requirements_file: Path, constraints: Path) -> None:
     import slicer
 
     if importlib.util.find_spec("slicer.packaging") is not None:
-        # Slicer >= 5.12: Base/Python/slicer/packaging.py defines load_requirements(path) and
+        # Slicer >= 5.12: Base/Python/slicer/packaging.py (v5.12.3) defines load_requirements(path),
+        # which skips whole-line comments only (so no inline comments in our files), and
         # pip_ensure(requirements, constraints=None, skip_packages=None, prompt_install=True, ...,
-        # requester=None, ...), which installs only what is missing.
+        # requester=None, ...), which installs only what is missing and raises CalledProcessError.
         import slicer.packaging
 
         requirements = slicer.packaging.load_requirements(requirements_file)
@@ -172,7 +208,8 @@ def _install_requirements(requirements_file: Path, constraints: Path) -> None:
         )
     else:
         # Slicer 5.6-5.10: slicer.util.pip_install(list) runs "pip install" with the list as arguments
-        # (Base/Python/slicer/util.py, v5.6.2).
+        # and raises CalledProcessError when pip fails (Base/Python/slicer/util.py, v5.6.2:
+        # _executePythonModule, logProcessOutput).
         slicer.util.pip_install(["-r", str(requirements_file), "-c", str(constraints)])
 
 
