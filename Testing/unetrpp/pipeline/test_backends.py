@@ -119,3 +119,36 @@ def test_without_openvino_the_openvino_backend_is_one_line_naming_the_extra(tmp_
         "unetrpp: error: the OpenVINO backend needs OpenVINO, which is not installed: pip install "
         '"unetrpp[openvino]" (or use --backend torch)'
     )
+
+
+def test_the_conversion_runs_in_a_child_process_and_leaves_only_the_entry(cache, monkeypatch):
+    """Converting synapse takes about 1.5 GB for 10-20 s: in a child, it is not added to inference's peak."""
+    import openvino
+    from unetrpp.network import openvino_runtime
+
+    def converting_here(*args, **kwargs):
+        raise AssertionError("the network was converted in the inference process")
+
+    monkeypatch.setattr(openvino, "convert_model", converting_here)
+    network = tiny_synapse_model(ct_plans((3.0, 1.5, 1.5))).network.eval()
+    key = openvino_runtime.CacheKey(
+        openvino_runtime.weights_sha256(network),
+        openvino.get_version(),
+        "f32",
+        (1, 1, *network.config.patch_size),
+    )
+    xml = openvino_runtime.converted_model_path(network, key)
+    assert sorted(p.name for p in xml.parent.iterdir()) == ["manifest.json", "model.bin", "model.xml"]
+    assert [p.name for p in cache.iterdir()] == [xml.parent.name]  # no staging folder, no network file left
+
+
+def test_a_failed_conversion_is_one_line_and_leaves_no_entry(cache):
+    from unetrpp.network import openvino_runtime
+
+    network = torch.nn.Conv3d(3, 2, 3)  # the key's input has 1 channel: tracing fails in the child
+    key = openvino_runtime.CacheKey("0" * 64, "any", "f32", (1, 1, 8, 8, 8))
+    with pytest.raises(
+        UnetrppError, match="^OpenVINO could not convert the network: .+; use --backend torch$"
+    ):
+        openvino_runtime.converted_model_path(network, key)
+    assert list(cache.iterdir()) == []

@@ -11,7 +11,8 @@ it is compiled for and the patch size (the IR has a static input shape: with a d
 failed to compile the network in bf16 with int8 weights). An entry is used only when its manifest names
 that key and the SHA256 of both files; a damaged, truncated or stale entry is converted again, never
 trusted. Entries are written in a temporary folder and renamed into place, so a killed run leaves no
-half entry.
+half entry. The conversion runs in a child process (:mod:`unetrpp.network.openvino_convert`), so its
+memory is not added to the inference's peak.
 
 The cache lives in the model home rather than beside each weights file: the bundled weights sit in an
 install folder that may be read-only, a weights file may sit in a shared or cohort folder where extra
@@ -35,6 +36,8 @@ import json
 import logging
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -51,6 +54,7 @@ __all__ = [
     "OpenVINONetwork",
     "cache_root",
     "compile_network",
+    "convert_into",
     "converted_model_path",
     "openvino_available",
     "require_openvino",
@@ -61,6 +65,7 @@ logger = logging.getLogger(__name__)
 
 OPENVINO_INSTALL_HINT = 'pip install "unetrpp[openvino]"'
 _MODEL_FILE, _WEIGHTS_FILE, _MANIFEST_FILE = "model.xml", "model.bin", "manifest.json"
+_NETWORK_FILE = "network.pt"  # the torch network handed to the converting child, deleted after
 _CACHE_FOLDER = "openvino-cache"
 _HASH_BLOCK = 1 << 24
 
@@ -141,8 +146,9 @@ def _entry_is_valid(folder: Path, key: CacheKey) -> bool:
         return False
 
 
-def _convert(network: nn.Module, key: CacheKey, folder: Path) -> None:
-    """Convert ``network`` (as built, eval, fp32) to IR files and their manifest in ``folder``."""
+def convert_into(network: nn.Module, key: CacheKey, folder: Path) -> None:
+    """Convert ``network`` (as built, eval, fp32) to IR files and their manifest in ``folder`` (in this
+    process: the converting child's job)."""
     openvino = require_openvino()
     example = torch.zeros(key.input_shape)
     with torch.no_grad(), warnings_quiet():
@@ -151,6 +157,28 @@ def _convert(network: nn.Module, key: CacheKey, folder: Path) -> None:
     files = {name: _file_sha256(folder / name) for name in (_MODEL_FILE, _WEIGHTS_FILE)}
     manifest = {"key": key.as_json(), "files": files}
     (folder / _MANIFEST_FILE).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+
+
+def _convert_in_child(network: nn.Module, key: CacheKey, folder: Path) -> None:
+    """:func:`convert_into` in a new Python process, handed the network through a file in ``folder``.
+
+    Raises:
+        UnetrppError: the conversion failed (its last line of error output is named).
+    """
+    network_file = folder / _NETWORK_FILE
+    torch.save(network, network_file)
+    env = dict(os.environ)
+    package_parent = str(Path(__file__).resolve().parents[2])  # where this unetrpp is imported from
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_parent, env.get("PYTHONPATH")) if p)
+    command = [sys.executable, "-m", "unetrpp.network.openvino_convert"]
+    command += [str(network_file), json.dumps(key.as_json()), str(folder)]
+    try:
+        completed = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+    finally:
+        network_file.unlink(missing_ok=True)
+    if completed.returncode != 0:
+        lines = completed.stderr.strip().splitlines() or [f"exit status {completed.returncode}"]
+        raise UnetrppError(f"OpenVINO could not convert the network: {lines[-1]}; use --backend torch")
 
 
 @contextlib.contextmanager
@@ -185,7 +213,7 @@ def converted_model_path(network: nn.Module, key: CacheKey, root: Path | None = 
             "writable folder or use --backend torch"
         ) from error
     try:
-        _convert(network, key, staging)
+        _convert_in_child(network, key, staging)
         if folder.exists():  # damaged or stale: replaced, never reused
             shutil.rmtree(folder, ignore_errors=True)
         try:
