@@ -134,7 +134,7 @@ def openvino_installed() -> bool:
     Not ``unetrpp.network.openvino_runtime.openvino_available``: importing that module imports torch,
     which the panel keeps out of Slicer's own process.
     """
-    return importlib.util.find_spec("openvino") is not None
+    return not missing_imports(("openvino",))
 
 
 @dataclass(frozen=True)
