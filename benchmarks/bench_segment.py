@@ -12,6 +12,11 @@ and four configurations, each in a fresh subprocess so that peak memory is its o
 * ``fp32``: the defaults with ``precision="fp32"``: what a CPU without bf16 instructions gets;
 * ``fast``: the defaults with ``overlap=0.25`` (MONAI's default overlap): about half the tiles.
 
+``--case filled`` times a body-filled 512x512x64 CT instead, stored on the network's grid (3 x 0.758 x
+0.758 mm, so that nothing is resampled), where skipping air saves next to nothing: ``default`` against
+``lean``, the least a reference can do (read, CT clip and z-score, MONAI's sliding window in float32
+on the network as built, argmax), so the ratio is the network's and the pipeline's own.
+
 Reported per configuration: wall seconds per stage (read, preprocess, inference, resample back,
 write), process CPU seconds, peak resident memory, tiles run through the network and the network's
 achieved GFLOP/s against fp32 and bf16 2048^2 matrix-product peaks measured in the same run.
@@ -51,7 +56,7 @@ PIPELINE_OPTIONS = {  # configuration -> SegmentOptions keywords on top of devic
     "fp32": {"precision": "fp32"},
     "fast": {"overlap": 0.25},
 }
-CONFIGS = ("reference", *PIPELINE_OPTIONS)
+CONFIGS = ("reference", "lean", *PIPELINE_OPTIONS)
 TRAINED_SEEDS = (1000, 1001, 1002, 1003, 1004)  # the demo model's held-out phantoms (train_demo.sh)
 TRAINED_FIELD_MM = 480.0  # in-plane field of view the tightly framed phantoms are padded to
 STAGES = ("read", "preprocess", "inference", "resample", "write")
@@ -70,6 +75,7 @@ class BenchSize:
     patch_size: tuple[int, int, int] | None = None
     feature_size: int | None = None
     matmul_size: int = 2048
+    body_fills_field: bool = False  # the body reaches the field's edges (only its corners are air)
 
     def network_overrides(self) -> dict:
         overrides: dict = {"deep_supervision": False}
@@ -82,6 +88,22 @@ class BenchSize:
 
 FULL = BenchSize("full", (150, 512, 512), (3.0, 0.76, 0.76))
 QUICK = BenchSize("quick", (12, 64, 80), (3.0, 0.76, 0.76), (16, 64, 64), 4, 256)
+SYNAPSE_SPACING_ZYX = (3.0, 0.75781244, 0.75781244)  # the synapse plans' target spacing
+FILLED = BenchSize("filled", (64, 512, 512), SYNAPSE_SPACING_ZYX, body_fills_field=True)
+QUICK_FILLED = BenchSize(
+    "quick-filled", (16, 64, 80), SYNAPSE_SPACING_ZYX, (16, 64, 64), 4, 256, body_fills_field=True
+)
+CASE_CONFIGS = {  # --case -> (configurations run by default, the baseline that speed-ups are against)
+    "ct": (("reference", "default", "fp32", "fast"), "reference"),
+    "filled": (("lean", "default"), "lean"),
+}
+
+
+def bench_size(case: str, quick: bool) -> BenchSize:
+    """The volume and network of ``--case`` (``--quick``: the small ones)."""
+    if case == "filled":
+        return QUICK_FILLED if quick else FILLED
+    return QUICK if quick else FULL
 
 
 # --------------------------------------------------------------------------------------------------
@@ -90,7 +112,8 @@ QUICK = BenchSize("quick", (12, 64, 80), (3.0, 0.76, 0.76), (16, 64, 64), 4, 256
 
 def make_ct_volume(size: BenchSize, seed: int = SEED) -> np.ndarray:
     """(Z, Y, X) int16 Hounsfield units: air (-1000 HU plus noise) around an elliptical body with fat,
-    muscle, liver, spleen, kidneys, aorta, spine and, in the upper slices, lungs."""
+    muscle, liver, spleen, kidneys, aorta, spine and, in the upper slices, lungs (with
+    ``size.body_fills_field``, a round body wider than the field: air only in its corners)."""
     rng = np.random.default_rng(seed)
     depth, height, width = size.shape_zyx
     y = (np.arange(height) - height / 2)[:, None] / (height / 2)
@@ -103,6 +126,8 @@ def make_ct_volume(size: BenchSize, seed: int = SEED) -> np.ndarray:
     for z in range(depth):
         t = z / max(depth - 1, 1)  # 0 at the feet end, 1 at the head end
         body_ry, body_rx = 0.55 + 0.05 * np.sin(3 * t), 0.80 + 0.05 * np.cos(2 * t)
+        if size.body_fills_field:
+            body_ry = body_rx = 1.2  # air beyond 1.2 half-widths from the centre: 5% of the field
         slice_hu = np.full((height, width), -1000.0)
         body = ellipse(0.05, 0.0, body_ry, body_rx)
         slice_hu[body] = -100.0  # subcutaneous fat
@@ -177,11 +202,34 @@ def _nnunet_resample(
     return np.moveaxis(slices[nearest_indices(moved.shape[0], new_shape[axis])], 0, axis)
 
 
+def _normalize_ct(data: np.ndarray, plans) -> np.ndarray:
+    """nnU-Net's CT normalisation: clip to the plans' percentiles, then z-score."""
+    normalization = plans.channels[0]
+    np.clip(data, normalization.lower_bound, normalization.upper_bound, out=data)
+    return (data - normalization.mean) / normalization.sd
+
+
+def _monai_logits(network, data: np.ndarray):
+    """MONAI's sliding window in the network's dtype (float32), overlap 0.5, Gaussian weights (sigma
+    1/8, nnU-Net's); (classes, Z, Y, X) logits. Call under ``torch.inference_mode``."""
+    import torch
+    from monai.inferers import sliding_window_inference
+
+    return sliding_window_inference(
+        torch.from_numpy(data)[None, None],
+        roi_size=network.config.patch_size,
+        sw_batch_size=1,
+        predictor=network,
+        overlap=0.5,
+        mode="gaussian",
+        sigma_scale=0.125,
+    )[0]
+
+
 def _run_reference(network, plans, image_path: Path, out_dir: Path) -> tuple[dict, np.ndarray]:
     """The reference way; returns (wall seconds per stage, label map (Z, Y, X) uint8)."""
     import SimpleITK as sitk
     import torch
-    from monai.inferers import sliding_window_inference
     from unetrpp.pipeline.preprocess import separate_axis
 
     seconds: dict[str, float] = {}
@@ -195,23 +243,12 @@ def _run_reference(network, plans, image_path: Path, out_dir: Path) -> tuple[dic
     target = np.array(plans.target_spacing_zyx)
     new_shape = tuple(int(n) for n in np.round(spacing_zyx / target * array.shape))
     axis = separate_axis(spacing_zyx, target)
-    data = _nnunet_resample(array, new_shape, order=3, axis=axis)
-    normalization = plans.channels[0]
-    np.clip(data, normalization.lower_bound, normalization.upper_bound, out=data)
-    data = (data - normalization.mean) / normalization.sd
+    data = _normalize_ct(_nnunet_resample(array, new_shape, order=3, axis=axis), plans)
     seconds["preprocess"] = time.perf_counter() - start
 
     start = time.perf_counter()
     with torch.inference_mode():
-        logits = sliding_window_inference(
-            torch.from_numpy(data)[None, None],
-            roi_size=network.config.patch_size,
-            sw_batch_size=1,
-            predictor=network,
-            overlap=0.5,
-            mode="gaussian",
-            sigma_scale=0.125,
-        )[0]
+        logits = _monai_logits(network, data)
         probabilities = torch.softmax(logits, dim=0).numpy()
         del logits
     seconds["inference"] = time.perf_counter() - start
@@ -230,6 +267,28 @@ def _run_reference(network, plans, image_path: Path, out_dir: Path) -> tuple[dic
     label_image.CopyInformation(image)
     sitk.WriteImage(label_image, str(out_dir / "reference_labels.nii.gz"), useCompression=True)
     seconds["write"] = time.perf_counter() - start
+    return seconds, label_map
+
+
+def _run_lean(network, plans, image_path: Path) -> tuple[dict, np.ndarray]:
+    """The least a reference can do on an image already on the network's grid: read, CT clip and
+    z-score, MONAI's sliding window in float32 on the network as built, argmax (nothing written)."""
+    import SimpleITK as sitk
+    import torch
+
+    seconds: dict[str, float] = {}
+    start = time.perf_counter()
+    data = sitk.GetArrayFromImage(sitk.ReadImage(str(image_path))).astype(np.float32)
+    seconds["read"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    data = _normalize_ct(data, plans)
+    seconds["preprocess"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    with torch.inference_mode():
+        label_map = torch.argmax(_monai_logits(network, data), dim=0).to(torch.uint8).numpy()
+    seconds["inference"] = time.perf_counter() - start
     return seconds, label_map
 
 
@@ -279,6 +338,8 @@ def run_worker(config: str, size: BenchSize, work_dir: Path) -> dict:
     started, cpu_started = time.perf_counter(), _cpu_seconds()
     if config == "reference":
         seconds, label_map = _run_reference(network, plans, work_dir / "ct.nrrd", work_dir)
+    elif config == "lean":
+        seconds, label_map = _run_lean(network, plans, work_dir / "ct.nrrd")
     else:
         seconds, label_map = _run_pipeline(config, network, card, plans, work_dir / "ct.nrrd", work_dir)
     total = time.perf_counter() - started
@@ -421,14 +482,15 @@ def trained_agreement(seeds: tuple[int, ...], work_dir: Path) -> dict:
     model = load_model("demo")
     values = [value for value, _ in PHANTOM_LABELS]
     names = dict(PHANTOM_LABELS)
-    results: dict = {config: {"agreement": [], "dice": {}, "truth_dice": []} for config in CONFIGS}
+    configs = ("reference", *PIPELINE_OPTIONS)  # the lean reference does not resample: not for phantoms
+    results: dict = {config: {"agreement": [], "dice": {}, "truth_dice": []} for config in configs}
     for seed in seeds:
         case_dir = work_dir / f"phantom_{seed}"
         case_dir.mkdir(parents=True, exist_ok=True)
         image_path = case_dir / "ct.nrrd"
         truth = write_phantom_ct(seed, model.card.orientation, image_path)
         _, reference = _run_reference(model.network, model.plans, image_path, case_dir)
-        for config in CONFIGS:
+        for config in configs:
             if config == "reference":
                 labels = reference
             else:
@@ -453,6 +515,7 @@ def trained_agreement(seeds: tuple[int, ...], work_dir: Path) -> dict:
 
 def _worker_command(config: str, args: argparse.Namespace, work_dir: Path) -> list[str]:
     command = [sys.executable, str(Path(__file__).resolve()), "--worker", config, "--work-dir", str(work_dir)]
+    command += ["--case", args.case]
     if args.quick:
         command.append("--quick")
     return command
@@ -460,6 +523,7 @@ def _worker_command(config: str, args: argparse.Namespace, work_dir: Path) -> li
 
 def _format_report(report: dict) -> str:
     machine, peaks, runs = report["machine"], report["matmul_gflops"], report["runs"]
+    baseline = CASE_CONFIGS[report.get("case", "ct")][1]
     lines = [
         f"Run {report['started_utc']} UTC, size `{report['size']}`: volume {report['volume']}, "
         f"{report['tiles_note']}.",
@@ -474,13 +538,14 @@ def _format_report(report: dict) -> str:
         f"Matrix-product peak ({report['matmul_size']}^2): fp32 {peaks['fp32']:.0f} GFLOP/s, "
         f"bf16 {peaks['bf16']:.0f} GFLOP/s.",
         "",
-        "| configuration | " + " | ".join(STAGES) + " | total s | speed-up | CPU s | CPU-time speed-up "
+        "| configuration | " + " | ".join(STAGES) + f" | total s | speed-up vs {baseline} | CPU s "
+        "| CPU-time speed-up "
         "| peak RSS GB "
         "| tiles run | network GFLOP/s | % of fp32 / bf16 peak |",
         "|---|" + "---:|" * (len(STAGES) + 8),
     ]
-    reference_total = runs.get("reference", {}).get("total_seconds")
-    reference_cpu = runs.get("reference", {}).get("cpu_seconds")
+    reference_total = runs.get(baseline, {}).get("total_seconds")
+    reference_cpu = runs.get(baseline, {}).get("cpu_seconds")
     macs = report["complexity"]["bench_network"]["multiply_adds"]
     for config in CONFIGS:
         run = runs.get(config)
@@ -578,6 +643,16 @@ def write_results(path: Path, generated: str, start: str = GENERATED_START, end:
     temporary.replace(path)
 
 
+def _section_markers(case: str) -> tuple[str, str]:
+    """Each case has a generated section of its own in RESULTS.md."""
+    if case == "ct":
+        return GENERATED_START, GENERATED_END
+    return (
+        GENERATED_START.replace("bench_segment.py", f"bench_segment.py --case {case}"),
+        GENERATED_END.replace("bench_segment.py", f"bench_segment.py --case {case}"),
+    )
+
+
 def _results_path(args: argparse.Namespace, out_dir: Path) -> Path:
     if args.results:
         return Path(args.results)
@@ -592,14 +667,14 @@ def rewrite_report(args: argparse.Namespace) -> int:
         agreement["dice"] = {int(k): v for k, v in agreement["dice"].items()}
     generated = _format_report(report)
     print(generated)
-    write_results(_results_path(args, out_dir), generated)
+    write_results(_results_path(args, out_dir), generated, *_section_markers(report.get("case", "ct")))
     return 0
 
 
 def run_benchmark(args: argparse.Namespace) -> int:
     import torch
 
-    size = QUICK if args.quick else FULL
+    size = bench_size(args.case, args.quick)
     if args.threads:
         torch.set_num_threads(args.threads)
     out_dir = Path(args.out_dir) if args.out_dir else Path(tempfile.mkdtemp(prefix="unetrpp-bench-"))
@@ -607,6 +682,7 @@ def run_benchmark(args: argparse.Namespace) -> int:
     report: dict = {
         "started_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
         "size": size.name,
+        "case": args.case,
         "volume": f"{'x'.join(map(str, reversed(size.shape_zyx)))} voxels (x, y, z) at "
         f"{' x '.join(str(s) for s in reversed(size.spacing_zyx))} mm",
         "load_average_start": os.getloadavg()[0],
@@ -616,7 +692,8 @@ def run_benchmark(args: argparse.Namespace) -> int:
     report["matmul_gflops"] = matmul_peaks(size.matmul_size)
     report["complexity"] = network_complexity(size, variants=not args.quick)
     body = write_ct_image(out_dir / "ct.nrrd", size)
-    configs = [c.strip() for c in args.configs.split(",") if c.strip()]
+    configs = args.configs.split(",") if args.configs else CASE_CONFIGS[args.case][0]
+    configs = [c.strip() for c in configs if c.strip()]
     environment = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
     for config in configs:
         if config not in CONFIGS:
@@ -634,21 +711,22 @@ def run_benchmark(args: argparse.Namespace) -> int:
     report["runs"] = runs
     report["tiles_note"] = "tiles run = forward passes x batch size (constant tiles predicted once)"
     report["agreement"] = {}
-    if "reference" in runs:
-        reference = np.load(out_dir / "reference_labels.npy")
+    baseline = CASE_CONFIGS[args.case][1]
+    if baseline in runs:
+        reference = np.load(out_dir / f"{baseline}_labels.npy")
         num_classes = 14
         for config in PIPELINE_OPTIONS:
             if config in runs:
                 other = np.load(out_dir / f"{config}_labels.npy")
                 report["agreement"][config] = compare(reference, other, body, num_classes)
-    if not args.no_trained:
+    if not args.no_trained and args.case == "ct":  # the pipeline's agreement is the same for both cases
         seeds = TRAINED_SEEDS[:1] if args.quick else TRAINED_SEEDS
         report["trained"] = trained_agreement(seeds, out_dir / "trained")
     (out_dir / "results.json").write_text(json.dumps(report, indent=2, default=str))
     generated = _format_report(report)
     print(generated)
     results_path = _results_path(args, out_dir)
-    write_results(results_path, generated)
+    write_results(results_path, generated, *_section_markers(args.case))
     print(f"results: {results_path} and {out_dir / 'results.json'}")
     return 0
 
@@ -657,7 +735,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small volume and network (smoke run)")
     parser.add_argument(
-        "--configs", default=",".join(CONFIGS), help="comma-separated subset of configurations"
+        "--case",
+        choices=tuple(CASE_CONFIGS),
+        default="ct",
+        help="ct: 512x512x150 with a scanner's air (default); filled: body-filled 512x512x64 against lean",
+    )
+    parser.add_argument(
+        "--configs",
+        help=f"comma-separated configurations (of {', '.join(CONFIGS)}; default: the case's own: "
+        + "; ".join(f"{case}: {','.join(configs)}" for case, (configs, _) in CASE_CONFIGS.items())
+        + ")",
     )
     parser.add_argument(
         "--out-dir", help="folder for the volume, label maps and results.json (default: a temp dir)"
@@ -678,7 +765,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work-dir", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
-        run_worker(args.worker, QUICK if args.quick else FULL, Path(args.work_dir))
+        run_worker(args.worker, bench_size(args.case, args.quick), Path(args.work_dir))
         return 0
     if args.report_only:
         if not args.out_dir:

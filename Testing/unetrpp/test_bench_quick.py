@@ -51,3 +51,27 @@ def test_quick_benchmark_writes_tables_and_json_for_every_configuration(tmp_path
     assert "| reference (" in text and "| default (" in text and "| fp32 (" in text and "| fast (" in text
     assert "Agreement with trained weights" in text
     assert "| reference (" in completed.stdout
+
+
+@pytest.mark.slow  # two fresh interpreters importing torch and MONAI: ~30 s idle
+def test_quick_filled_case_times_the_pipeline_against_the_lean_reference(tmp_path):
+    results_md = tmp_path / "RESULTS.md"
+    marker = "<!-- bench_segment.py: generated section {} -->"
+    ct_section = f"{marker.format('start')}\nkept\n{marker.format('end')}\n"
+    results_md.write_text("# Notes\n\n" + ct_section)
+    out = tmp_path / "out"
+    args = ("--quick", "--case", "filled", "--out-dir", str(out), "--results", str(results_md))
+    run_benchmark("bench_segment.py", *args)
+
+    report = json.loads((out / "results.json").read_text())
+    assert report["case"] == "filled" and set(report["runs"]) == {"lean", "default"}
+    assert "trained" not in report  # the pipeline's agreement is measured on the ct case
+    for run in report["runs"].values():
+        assert run["tiles_run"] >= 1 and run["stage_seconds"]["inference"] > 0
+    assert report["runs"]["lean"]["stage_seconds"]["resample"] == 0  # on the network's grid already
+    assert 0.0 <= report["agreement"]["default"]["agreement"] <= 1.0  # against lean, random weights
+
+    text = results_md.read_text()
+    assert ct_section in text  # the ct case's section is not touched
+    filled = text.split("<!-- bench_segment.py --case filled: generated section start -->")[1]
+    assert "| lean (" in filled and "| default (" in filled and "speed-up vs lean" in filled
