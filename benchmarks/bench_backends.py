@@ -9,9 +9,16 @@
    the tile grid against the body): every backend and precision with the default settings against the
    exact path (torch fp32, every tile, no air skipping): voxel agreement and each structure's Dice, the
    worst phantom of each.
+3. ``--int8``: also OpenVINO with int8 weights and activations (NNCF's post-training quantization, the
+   rest in bf16), the way issue 17 asks to judge before it may ship. The demo model is calibrated on
+   tiles of its own training phantoms (seeds 0-7 of the 40 it was trained on, never a held-out one),
+   cut from each padded phantom's network grid where the body crop would run them; the timing network
+   on random tiles.
+   Needs ``pip install nncf``.
 
     python benchmarks/bench_backends.py
     python benchmarks/bench_backends.py --quick --results /tmp/RESULTS.md    # a smoke run, one phantom
+    python benchmarks/bench_backends.py --int8    # also judge NNCF int8 (pip install nncf)
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 
@@ -37,10 +45,61 @@ from bench_segment import (  # noqa: E402
 GENERATED_START = "<!-- bench_backends.py: generated section start -->"
 GENERATED_END = "<!-- bench_backends.py: generated section end -->"
 WAYS = (("torch", "fp32"), ("torch", "bf16"), ("openvino", "fp32"), ("openvino", "bf16"))
+INT8 = ("openvino", "int8")
+CALIBRATION_SEEDS = tuple(range(8))  # of the demo's training phantoms (train_demo.sh: seeds 0-39)
+TILES_PER_PHANTOM = 8
 
 
-def tile_seconds(variant: str, repeats: int) -> tuple[dict, dict]:
-    """(best seconds per tile, conversion seconds) per way, on a network of ``variant`` at its patch size."""
+def quantized_int8(network, calibration: list) -> object:
+    """``network`` converted to OpenVINO, quantized to int8 by NNCF on the ``calibration`` tiles
+    ((1, C, *patch) float32 arrays), compiled for this CPU with bf16 for what stays in floating point."""
+    import nncf
+    import openvino
+    import torch
+    from unetrpp.network.openvino_runtime import OpenVINONetwork, cpu_properties, warnings_quiet
+
+    config = network.config
+    shape = (1, int(config.in_channels), *(int(size) for size in config.patch_size))
+    with torch.no_grad(), warnings_quiet():
+        model = openvino.convert_model(network.eval(), example_input=torch.zeros(shape), input=[shape])
+    quantized = nncf.quantize(model, nncf.Dataset(calibration), subset_size=len(calibration))
+    compiled = openvino.Core().compile_model(quantized, "CPU", cpu_properties("bf16"))
+    return OpenVINONetwork(compiled, config, int(compiled.output(0).get_partial_shape()[1].get_length()))
+
+
+def calibration_tiles(model, seeds: tuple[int, ...], field_mm: float, work_dir: Path) -> list:
+    """Tiles of the demo's training phantoms on the network's grid, preprocessed as the pipeline does,
+    each with at least ``MIN_BODY_FRACTION`` body (the tiles the body crop runs), at seeded positions."""
+    import SimpleITK as sitk
+    from unetrpp.pipeline.body_crop import BODY_THRESHOLD_HU
+    from unetrpp.pipeline.preprocess import preprocess
+    from unetrpp.pipeline.sliding_window import MIN_BODY_FRACTION
+
+    patch = np.array(model.plans.patch_size_zyx)
+    rng = np.random.default_rng(0)
+    tiles = []
+    for seed in seeds:
+        path = work_dir / f"calibration_{seed}.nrrd"
+        write_phantom_ct(seed, model.card.orientation, path, field_mm)
+        data, _ = preprocess([sitk.ReadImage(str(path))], model.plans)
+        normalization = model.plans.channels[0]
+        body = data[0] > (BODY_THRESHOLD_HU - normalization.mean) / normalization.sd
+        found = 0
+        for _ in range(1000):
+            if found == TILES_PER_PHANTOM:
+                break
+            start = [int(rng.integers(0, max(1, n - p + 1))) for n, p in zip(data.shape[1:], patch)]
+            window = tuple(slice(a, a + p) for a, p in zip(start, patch))
+            tile = data[(slice(None), *window)]
+            if tile.shape[1:] == tuple(patch) and body[window].mean() >= MIN_BODY_FRACTION:
+                tiles.append(np.ascontiguousarray(tile[None], dtype=np.float32))
+                found += 1
+    return tiles
+
+
+def tile_seconds(variant: str, repeats: int, ways: tuple) -> tuple[dict, dict]:
+    """(best seconds per tile, conversion seconds) per way, on a network of ``variant`` at its patch size
+    (int8: conversion and quantization on random tiles, timing only)."""
     import torch
     from unetrpp.network import build_network
     from unetrpp.pipeline.allocator import keep_heap
@@ -54,13 +113,17 @@ def tile_seconds(variant: str, repeats: int) -> tuple[dict, dict]:
     network = build_network("synapse", out_channels=14, **overrides).eval()
     tile = torch.randn(1, 1, *network.config.patch_size)
     runners, setup = {}, {}
-    for backend, precision in WAYS:
+    for backend, precision in ways:
         started = time.perf_counter()
-        runners[(backend, precision)] = network_for_backend(
-            network, torch.device("cpu"), Precision(precision), backend
-        )
+        if (backend, precision) == INT8:
+            calibration = [torch.randn(tile.shape).numpy() for _ in range(8)]
+            runners[INT8] = quantized_int8(network, calibration)
+        else:
+            runners[(backend, precision)] = network_for_backend(
+                network, torch.device("cpu"), Precision(precision), backend
+            )
         setup[(backend, precision)] = time.perf_counter() - started
-    best = {way: float("inf") for way in WAYS}
+    best = {way: float("inf") for way in ways}
     with torch.inference_mode():
         for _ in range(repeats):
             for way, runner in runners.items():
@@ -70,9 +133,11 @@ def tile_seconds(variant: str, repeats: int) -> tuple[dict, dict]:
     return best, setup
 
 
-def agreement(seeds: tuple[int, ...], field_mm: float, work_dir: Path) -> dict:
+def agreement(
+    seeds: tuple[int, ...], field_mm: float, work_dir: Path, ways: tuple, calibration_seeds: tuple[int, ...]
+) -> dict:
     """Per way, over the phantoms: the worst voxel agreement with the exact path, and the lowest
-    structure Dice against it with the structure's name."""
+    structure Dice against it with the structure's name (int8 calibrated on ``calibration_seeds``)."""
     import SimpleITK as sitk
     from unetrpp import SegmentOptions, segment
     from unetrpp.evaluate.metrics import dice_per_label
@@ -84,14 +149,22 @@ def agreement(seeds: tuple[int, ...], field_mm: float, work_dir: Path) -> dict:
     exact = SegmentOptions(
         device="cpu", backend="torch", precision="fp32", crop_to_body=False, skip_empty_tiles=False
     )
-    worst = {way: (1.0, 1.0, "") for way in WAYS}
+    worst = {way: (1.0, 1.0, "") for way in ways}
+    int8 = None
+    if INT8 in ways:
+        int8 = quantized_int8(model.network, calibration_tiles(model, calibration_seeds, field_mm, work_dir))
     for seed in seeds:
         path = work_dir / f"phantom_{seed}.nrrd"
         write_phantom_ct(seed, model.card.orientation, path, field_mm)
         reference = sitk.GetArrayFromImage(segment(str(path), model, options=exact).label_map)
-        for backend, precision in WAYS:
-            options = SegmentOptions(device="cpu", backend=backend, precision=precision)
-            labels = sitk.GetArrayFromImage(segment(str(path), model, options=options).label_map)
+        for backend, precision in ways:
+            if (backend, precision) == INT8:  # the pipeline as it would run an int8 backend
+                options = SegmentOptions(device="cpu", backend=backend, precision="bf16")
+                with mock.patch("unetrpp.pipeline.backends.network_for_backend", lambda *_: int8):
+                    labels = sitk.GetArrayFromImage(segment(str(path), model, options=options).label_map)
+            else:
+                options = SegmentOptions(device="cpu", backend=backend, precision=precision)
+                labels = sitk.GetArrayFromImage(segment(str(path), model, options=options).label_map)
             dice, name = min(
                 (d, names[v]) for v, d in dice_per_label(labels, reference, list(names)) if not np.isnan(d)
             )
@@ -119,7 +192,7 @@ def format_report(report: dict) -> str:
         "|---|---|---:|---:|---:|---:|---:|",
     ]
     base = report["tiles"][("torch", "bf16")]
-    for way in WAYS:
+    for way in report["tiles"]:
         seconds, setup = report["tiles"][way], report["setup"][way]
         voxels, dice, structure = report["agreement"][way]
         lines.append(
@@ -136,7 +209,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=list(TRAINED_SEEDS), help="phantom seeds")
     parser.add_argument("--field-mm", type=float, default=TRAINED_FIELD_MM, help="in-plane field of air")
     parser.add_argument("--results", type=Path, default=Path(__file__).with_name("RESULTS.md"))
+    parser.add_argument("--int8", action="store_true", help="also OpenVINO int8 (NNCF), to judge it")
     args = parser.parse_args(argv)
+    ways = (*WAYS, INT8) if args.int8 else WAYS
     import openvino
 
     variant, repeats = ("tiny", 2) if args.quick else ("synapse", args.repeats)
@@ -144,8 +219,9 @@ def main(argv: list[str] | None = None) -> int:
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="unetrpp-backends-") as home:
         os.environ["UNETRPP_HOME"] = home  # a cold OpenVINO cache: the conversion is measured
-        tiles, setup = tile_seconds(variant, repeats)
-        accuracy = agreement(seeds, args.field_mm, Path(home))
+        tiles, setup = tile_seconds(variant, repeats, ways)
+        calibration_seeds = CALIBRATION_SEEDS[:1] if args.quick else CALIBRATION_SEEDS
+        accuracy = agreement(seeds, args.field_mm, Path(home), ways, calibration_seeds)
     report = {
         "started_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
         "machine": machine_description(),

@@ -56,6 +56,7 @@ __all__ = [
     "compile_network",
     "convert_into",
     "converted_model_path",
+    "cpu_properties",
     "openvino_available",
     "require_openvino",
     "weights_sha256",
@@ -250,6 +251,18 @@ class OpenVINONetwork(nn.Module):
         return output
 
 
+def cpu_properties(precision: str) -> dict[str, str]:
+    """OpenVINO CPU compile properties for one tile at a time in ``precision`` (``"bf16"``/``"f32"``)."""
+    return {
+        "INFERENCE_PRECISION_HINT": precision,
+        "PERFORMANCE_HINT": "LATENCY",
+        "NUM_STREAMS": "1",
+        # torch's thread count (set by the user, OMP_NUM_THREADS or torch itself): OpenVINO's own choice
+        # is the physical cores, which is fewer than torch uses on a VM with hyper-threads.
+        "INFERENCE_NUM_THREADS": str(torch.get_num_threads()),
+    }
+
+
 def compile_network(network: nn.Module, precision: str, *, root: Path | None = None) -> OpenVINONetwork:
     """``network`` (a UNETR++ with ``config.patch_size`` and ``config.in_channels``) compiled for this
     CPU in ``precision`` (``"bf16"`` or ``"f32"``), from the cache (converted on first use); ``root``: the
@@ -263,15 +276,7 @@ def compile_network(network: nn.Module, precision: str, *, root: Path | None = N
     shape = (1, int(config.in_channels), *(int(size) for size in config.patch_size))
     key = CacheKey(weights_sha256(network), openvino.get_version(), precision, shape)
     xml = converted_model_path(network.eval(), key, root)
-    properties = {
-        "INFERENCE_PRECISION_HINT": precision,
-        "PERFORMANCE_HINT": "LATENCY",
-        "NUM_STREAMS": "1",
-        # torch's thread count (set by the user, OMP_NUM_THREADS or torch itself): OpenVINO's own choice
-        # is the physical cores, which is fewer than torch uses on a VM with hyper-threads.
-        "INFERENCE_NUM_THREADS": str(torch.get_num_threads()),
-    }
-    compiled = openvino.Core().compile_model(str(xml), "CPU", properties)
+    compiled = openvino.Core().compile_model(str(xml), "CPU", cpu_properties(precision))
     num_classes = int(compiled.output(0).get_partial_shape()[1].get_length())
     logger.info("OpenVINO %s: compiled %s in %s", openvino.get_version(), xml.parent.name, precision)
     return OpenVINONetwork(compiled, config, num_classes)
