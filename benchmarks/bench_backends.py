@@ -24,6 +24,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import tempfile
@@ -158,12 +159,12 @@ def agreement(
         write_phantom_ct(seed, model.card.orientation, path, field_mm)
         reference = sitk.GetArrayFromImage(segment(str(path), model, options=exact).label_map)
         for backend, precision in ways:
+            engine, float_precision = contextlib.nullcontext(), precision
             if (backend, precision) == INT8:  # the pipeline as it would run an int8 backend
-                options = SegmentOptions(device="cpu", backend=backend, precision="bf16")
-                with mock.patch("unetrpp.pipeline.backends.network_for_backend", lambda *_: int8):
-                    labels = sitk.GetArrayFromImage(segment(str(path), model, options=options).label_map)
-            else:
-                options = SegmentOptions(device="cpu", backend=backend, precision=precision)
+                engine = mock.patch("unetrpp.pipeline.backends.network_for_backend", lambda *_: int8)
+                float_precision = "bf16"  # what stays in floating point
+            options = SegmentOptions(device="cpu", backend=backend, precision=float_precision)
+            with engine:
                 labels = sitk.GetArrayFromImage(segment(str(path), model, options=options).label_map)
             dice, name = min(
                 (d, names[v]) for v, d in dice_per_label(labels, reference, list(names)) if not np.isnan(d)
