@@ -29,18 +29,3 @@ def test_backend_benchmark_writes_speed_and_agreement_for_every_way(tmp_path):
         assert float(row[6].rstrip("% ")) >= 99.9 and float(row[7].split()[0]) >= 0.99, row  # the bar
         assert row[7].strip().split(" ", 1)[1].strip("()") in STRUCTURES, row  # the worst structure is named
 
-
-@pytest.mark.slow  # as above, plus two NNCF quantizations: ~90 s on 2 cores
-def test_backend_benchmark_int8_row_is_measured_and_judged(tmp_path):
-    pytest.importorskip("nncf", reason="--int8 needs NNCF (pip install nncf), not one of the test extras")
-    results_md = tmp_path / "RESULTS.md"
-    run_benchmark("bench_backends.py", "--quick", "--int8", "--results", str(results_md))
-    rows = [line.split("|") for line in results_md.read_text(encoding="utf-8").splitlines()]
-    int8 = [row for row in rows if row[1:3] == [" openvino ", " int8 "]]
-    assert len(int8) == 1, rows
-    row = int8[0]
-    assert float(row[3]) > 0 and float(row[5]) > 0  # timed, and its quantization timed
-    # int8 is judged, not assumed good: on the full run it misses the Dice bar (RESULTS.md); here only a
-    # quantized model that still segments (far above a broken one) is required
-    assert float(row[6].rstrip("% ")) > 99.0 and float(row[7].split()[0]) > 0.8, row
-    assert row[7].strip().split(" ", 1)[1].strip("()") in STRUCTURES, row
