@@ -88,22 +88,24 @@ class BenchSize:
 
 FULL = BenchSize("full", (150, 512, 512), (3.0, 0.76, 0.76))
 QUICK = BenchSize("quick", (12, 64, 80), (3.0, 0.76, 0.76), (16, 64, 64), 4, 256)
-SYNAPSE_SPACING_ZYX = (3.0, 0.75781244, 0.75781244)  # the synapse plans' target spacing
-FILLED = BenchSize("filled", (64, 512, 512), SYNAPSE_SPACING_ZYX, body_fills_field=True)
-QUICK_FILLED = BenchSize(
-    "quick-filled", (16, 64, 80), SYNAPSE_SPACING_ZYX, (16, 64, 64), 4, 256, body_fills_field=True
-)
 CASE_CONFIGS = {  # --case -> (configurations run by default, the baseline that speed-ups are against)
-    "ct": (("reference", "default", "fp32", "fast"), "reference"),
+    "ct": (("reference", *PIPELINE_OPTIONS), "reference"),
     "filled": (("lean", "default"), "lean"),
 }
 
 
 def bench_size(case: str, quick: bool) -> BenchSize:
-    """The volume and network of ``--case`` (``--quick``: the small ones)."""
-    if case == "filled":
-        return QUICK_FILLED if quick else FILLED
-    return QUICK if quick else FULL
+    """The volume and network of ``--case`` (``--quick``: the small ones). The filled case is stored on
+    the synapse plans' grid, so that neither the pipeline nor the lean reference resamples."""
+    if case != "filled":
+        return QUICK if quick else FULL
+    import dataclasses
+
+    from unetrpp.models.registry import find_card
+
+    spacing = find_card("synapse").plans.target_spacing_zyx
+    base, name, shape = (QUICK, "quick-filled", (16, 64, 80)) if quick else (FULL, "filled", (64, 512, 512))
+    return dataclasses.replace(base, name=name, shape_zyx=shape, spacing_zyx=spacing, body_fills_field=True)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -482,7 +484,7 @@ def trained_agreement(seeds: tuple[int, ...], work_dir: Path) -> dict:
     model = load_model("demo")
     values = [value for value, _ in PHANTOM_LABELS]
     names = dict(PHANTOM_LABELS)
-    configs = ("reference", *PIPELINE_OPTIONS)  # the lean reference does not resample: not for phantoms
+    configs = CASE_CONFIGS["ct"][0]  # the lean reference does not resample: not for phantoms
     results: dict = {config: {"agreement": [], "dice": {}, "truth_dice": []} for config in configs}
     for seed in seeds:
         case_dir = work_dir / f"phantom_{seed}"

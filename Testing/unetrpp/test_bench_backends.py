@@ -28,4 +28,3 @@ def test_backend_benchmark_writes_speed_and_agreement_for_every_way(tmp_path):
         assert float(row[3]) > 0
         assert float(row[6].rstrip("% ")) >= 99.9 and float(row[7].split()[0]) >= 0.99, row  # the bar
         assert row[7].strip().split(" ", 1)[1].strip("()") in STRUCTURES, row  # the worst structure is named
-
