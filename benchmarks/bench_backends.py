@@ -56,24 +56,21 @@ def quantized_int8(network, calibration: list) -> object:
     ((1, C, *patch) float32 arrays), compiled for this CPU with bf16 for what stays in floating point."""
     import nncf
     import openvino
-    import torch
-    from unetrpp.network.openvino_runtime import OpenVINONetwork, cpu_properties, warnings_quiet
+    from unetrpp.network.openvino_runtime import OpenVINONetwork, convert_network, cpu_properties, input_shape
 
-    config = network.config
-    shape = (1, int(config.in_channels), *(int(size) for size in config.patch_size))
-    with torch.no_grad(), warnings_quiet():
-        model = openvino.convert_model(network.eval(), example_input=torch.zeros(shape), input=[shape])
+    model = convert_network(network.eval(), input_shape(network))
     quantized = nncf.quantize(model, nncf.Dataset(calibration), subset_size=len(calibration))
     compiled = openvino.Core().compile_model(quantized, "CPU", cpu_properties("bf16"))
-    return OpenVINONetwork(compiled, config, int(compiled.output(0).get_partial_shape()[1].get_length()))
+    return OpenVINONetwork(compiled, network.config)
 
 
 def calibration_tiles(model, seeds: tuple[int, ...], field_mm: float, work_dir: Path) -> list:
     """Tiles of the demo's training phantoms on the network's grid, preprocessed as the pipeline does,
-    each with at least ``MIN_BODY_FRACTION`` body (the tiles the body crop runs), at seeded positions."""
+    each with at least ``MIN_BODY_FRACTION`` of the pipeline's body mask (the tiles the body crop runs),
+    at seeded positions."""
     import SimpleITK as sitk
-    from unetrpp.pipeline.body_crop import BODY_THRESHOLD_HU
-    from unetrpp.pipeline.preprocess import preprocess
+    from unetrpp.pipeline.body_crop import body_mask
+    from unetrpp.pipeline.preprocess import mask_to_network_grid, preprocess
     from unetrpp.pipeline.sliding_window import MIN_BODY_FRACTION
 
     patch = np.array(model.plans.patch_size_zyx)
@@ -82,9 +79,9 @@ def calibration_tiles(model, seeds: tuple[int, ...], field_mm: float, work_dir: 
     for seed in seeds:
         path = work_dir / f"calibration_{seed}.nrrd"
         write_phantom_ct(seed, model.card.orientation, path, field_mm)
-        data, _ = preprocess([sitk.ReadImage(str(path))], model.plans)
-        normalization = model.plans.channels[0]
-        body = data[0] > (BODY_THRESHOLD_HU - normalization.mean) / normalization.sd
+        image = sitk.ReadImage(str(path))
+        data, info = preprocess([image], model.plans)
+        body = mask_to_network_grid(body_mask(image), info)
         found = 0
         for _ in range(1000):
             if found == TILES_PER_PHANTOM:

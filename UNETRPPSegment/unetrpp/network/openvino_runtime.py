@@ -55,8 +55,10 @@ __all__ = [
     "cache_root",
     "compile_network",
     "convert_into",
+    "convert_network",
     "converted_model_path",
     "cpu_properties",
+    "input_shape",
     "openvino_available",
     "require_openvino",
     "weights_sha256",
@@ -147,13 +149,24 @@ def _entry_is_valid(folder: Path, key: CacheKey) -> bool:
         return False
 
 
+def input_shape(network: nn.Module) -> tuple[int, ...]:
+    """The static input shape the IR is converted with: one tile, (1, channels, *patch size)."""
+    config = network.config
+    return (1, int(config.in_channels), *(int(size) for size in config.patch_size))
+
+
+def convert_network(network: nn.Module, shape: tuple[int, ...]) -> Any:
+    """``network`` (as built, eval, fp32) traced into an ``openvino.Model`` with the static ``shape``."""
+    openvino = require_openvino()
+    with torch.no_grad(), warnings_quiet():
+        return openvino.convert_model(network, example_input=torch.zeros(shape), input=[shape])
+
+
 def convert_into(network: nn.Module, key: CacheKey, folder: Path) -> None:
     """Convert ``network`` (as built, eval, fp32) to IR files and their manifest in ``folder`` (in this
     process: the converting child's job)."""
     openvino = require_openvino()
-    example = torch.zeros(key.input_shape)
-    with torch.no_grad(), warnings_quiet():
-        model = openvino.convert_model(network, example_input=example, input=[key.input_shape])
+    model = convert_network(network, key.input_shape)
     openvino.save_model(model, str(folder / _MODEL_FILE), compress_to_fp16=False)
     files = {name: _file_sha256(folder / name) for name in (_MODEL_FILE, _WEIGHTS_FILE)}
     manifest = {"key": key.as_json(), "files": files}
@@ -233,10 +246,10 @@ class OpenVINONetwork(nn.Module):
     sample: the IR's batch is 1). Each call returns a new tensor (OpenVINO writes into it directly),
     so mirrored passes can be summed."""
 
-    def __init__(self, compiled: Any, config: Any, num_classes: int) -> None:
+    def __init__(self, compiled: Any, config: Any) -> None:
         super().__init__()
         self.config = config
-        self.num_classes = num_classes
+        self.num_classes = int(compiled.output(0).get_partial_shape()[1].get_length())
         self._request = compiled.create_infer_request()
 
     def forward(self, batch: torch.Tensor) -> torch.Tensor:
@@ -272,11 +285,8 @@ def compile_network(network: nn.Module, precision: str, *, root: Path | None = N
         UnetrppError: OpenVINO is not installed, or the cache cannot be written.
     """
     openvino = require_openvino()
-    config = network.config
-    shape = (1, int(config.in_channels), *(int(size) for size in config.patch_size))
-    key = CacheKey(weights_sha256(network), openvino.get_version(), precision, shape)
+    key = CacheKey(weights_sha256(network), openvino.get_version(), precision, input_shape(network))
     xml = converted_model_path(network.eval(), key, root)
     compiled = openvino.Core().compile_model(str(xml), "CPU", cpu_properties(precision))
-    num_classes = int(compiled.output(0).get_partial_shape()[1].get_length())
     logger.info("OpenVINO %s: compiled %s in %s", openvino.get_version(), xml.parent.name, precision)
-    return OpenVINONetwork(compiled, config, num_classes)
+    return OpenVINONetwork(compiled, network.config)
