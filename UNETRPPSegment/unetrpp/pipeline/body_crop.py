@@ -29,6 +29,8 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
+from unetrpp.pipeline.slice_threads import for_each_slice
+
 __all__ = ["BODY_THRESHOLD_HU", "MIN_PART_FRACTION", "axial_axis", "body_mask", "dense_mask"]
 
 logger = logging.getLogger(__name__)
@@ -60,8 +62,11 @@ def body_mask(image: sitk.Image) -> np.ndarray | None:
         return None
     axis = axial_axis(image)
     mask = np.moveaxis(dense, axis, 0).copy()
-    for n in range(mask.shape[0]):
+
+    def fill_slice(n: int) -> None:
         mask[n] = ndimage.binary_fill_holes(mask[n])
+
+    for_each_slice(fill_slice, range(mask.shape[0]))
     mask = np.moveaxis(mask, 0, axis)
     labels, count = ndimage.label(mask)
     if count > 1:

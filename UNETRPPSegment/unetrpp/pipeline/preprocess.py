@@ -32,6 +32,7 @@ from skimage.transform import resize
 
 from unetrpp.errors import InputImageError
 from unetrpp.models.cards import ChannelNormalization, NormalizationScheme, Plans
+from unetrpp.pipeline.slice_threads import for_each_slice
 
 __all__ = [
     "PreprocessInfo",
@@ -214,13 +215,17 @@ def _resample(
     source = np.moveaxis(volume, axis, 0)
     picked = nearest_indices(source.shape[0], new_shape[axis])
     out = np.empty((len(picked), *in_plane), dtype=dtype)
-    done: dict[int, int] = {}
+    first_row: dict[int, int] = {}  # upsampling repeats slices: resize each only once
     for row, index in enumerate(picked):
-        if int(index) in done:  # upsampling repeats slices: resize each only once
-            out[row] = out[done[int(index)]]
-            continue
-        out[row] = resize(source[index], in_plane, order=order, mode="edge", anti_aliasing=False)
-        done[int(index)] = row
+        first_row.setdefault(int(index), row)
+
+    def resize_row(row: int) -> None:
+        out[row] = resize(source[picked[row]], in_plane, order=order, mode="edge", anti_aliasing=False)
+
+    for_each_slice(resize_row, list(first_row.values()))
+    for row, index in enumerate(picked):
+        if first_row[int(index)] != row:
+            out[row] = out[first_row[int(index)]]
     return np.moveaxis(out, 0, axis)
 
 
