@@ -439,9 +439,10 @@ class UNETRPPSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def _onJobDone(self, job: SegmentationJob):
         self.ui.progressBar.hide()
         if job.status is JobStatus.SUCCEEDED:
-            device = (
-                "cpu" if job.request.device is Device.CPU or not self.logic.cudaLikelyAvailable() else "gpu"
+            on_cpu = dependencies.cpu_runs_the_network(
+                cuda_available=self.logic.cudaLikelyAvailable(), force_cpu=job.request.device is Device.CPU
             )
+            device = "cpu" if on_cpu else "gpu"
             qt.QSettings().setValue(
                 f"{SETTINGS_TIMING_KEY}/{job.request.model}/{device}", job.elapsed_seconds
             )

@@ -377,3 +377,12 @@ def test_openvino_is_offered_only_where_the_cpu_runs_and_it_is_missing(
 ):
     offer = dependencies.cpu_backend_offer(cuda_available, force_cpu, openvino_installed)
     assert offer == dependencies.CpuBackendOffer(backend=backend, offer_install=button)
+
+
+@pytest.mark.parametrize(
+    ("cuda_available", "force_cpu", "on_cpu"),
+    [(False, False, True), (False, True, True), (True, True, True), (True, False, False)],
+)
+def test_a_run_goes_to_the_cpu_when_chosen_or_without_cuda(cuda_available, force_cpu, on_cpu):
+    """The panel files a run's time under this device, and offers OpenVINO where it says the CPU."""
+    assert dependencies.cpu_runs_the_network(cuda_available, force_cpu) is on_cpu

@@ -37,6 +37,7 @@ __all__ = [
     "CpuBackendOffer",
     "DependencyGate",
     "cpu_backend_offer",
+    "cpu_runs_the_network",
     "distribution_name",
     "missing_imports",
     "read_requirements",
@@ -145,13 +146,17 @@ class CpuBackendOffer:
     offer_install: bool
 
 
+def cpu_runs_the_network(cuda_available: bool, force_cpu: bool) -> bool:
+    """Whether a run goes to the CPU: CPU chosen, or no CUDA (the panel's offer and its timings agree)."""
+    return force_cpu or not cuda_available
+
+
 def cpu_backend_offer(cuda_available: bool, force_cpu: bool, openvino_installed: bool) -> CpuBackendOffer:
-    """The CPU backend's name, and the install button only where the CPU runs the network (no CUDA, or
-    CPU forced: the GPU always runs torch) and OpenVINO is missing."""
-    cpu_runs = force_cpu or not cuda_available
+    """The CPU backend's name, and the install button only where the CPU runs the network (the GPU
+    always runs torch) and OpenVINO is missing."""
     return CpuBackendOffer(
         backend="OpenVINO" if openvino_installed else "PyTorch",
-        offer_install=cpu_runs and not openvino_installed,
+        offer_install=cpu_runs_the_network(cuda_available, force_cpu) and not openvino_installed,
     )
 
 
