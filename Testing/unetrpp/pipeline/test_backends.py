@@ -136,6 +136,7 @@ def test_the_conversion_runs_in_a_child_process_and_leaves_only_the_entry(cache,
         openvino.get_version(),
         "f32",
         (1, 1, *network.config.patch_size),
+        "f32",
     )
     xml = openvino_runtime.converted_model_path(network, key)
     assert sorted(p.name for p in xml.parent.iterdir()) == ["manifest.json", "model.bin", "model.xml"]
@@ -146,9 +147,26 @@ def test_a_failed_conversion_is_one_line_and_leaves_no_entry(cache):
     from unetrpp.network import openvino_runtime
 
     network = torch.nn.Conv3d(3, 2, 3)  # the key's input has 1 channel: tracing fails in the child
-    key = openvino_runtime.CacheKey("0" * 64, "any", "f32", (1, 1, 8, 8, 8))
+    key = openvino_runtime.CacheKey("0" * 64, "any", "f32", (1, 1, 8, 8, 8), "f32")
     with pytest.raises(
         UnetrppError, match="^OpenVINO could not convert the network: .+; use --backend torch$"
     ):
         openvino_runtime.converted_model_path(network, key)
     assert list(cache.iterdir()) == []
+
+
+def test_bf16_entries_store_fp16_weights_and_f32_entries_fp32(cache):
+    """OpenVINO keeps the IR's weights resident: fp16 storage halves them for bf16 inference, while f32
+    inference keeps fp32 weights so as to give torch's labels (the test above)."""
+    from unetrpp.network import openvino_runtime
+
+    network = tiny_synapse_model(ct_plans((3.0, 1.5, 1.5))).network.eval()
+    weights = {}
+    for precision in ("bf16", "f32"):
+        openvino_runtime.compile_network(network, precision)
+        (folder,) = [path for path in cache.iterdir() if f"-{precision}-" in path.name]
+        manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+        assert manifest["key"]["weights_storage"] == openvino_runtime.ir_weights_storage(precision)
+        weights[precision] = (folder / "model.bin").stat().st_size
+    assert openvino_runtime.ir_weights_storage("bf16") == "f16"
+    assert weights["bf16"] < 0.6 * weights["f32"]

@@ -21,10 +21,11 @@ files surprise, and a hash-keyed entry serves the same weights wherever they are
 OpenVINO is an optional extra (``pip install "unetrpp[openvino]"``), imported only here and only when
 used. APIs relied on: ``openvino.convert_model(model, example_input=..., input=...)`` (PyTorch models are
 traced from the example input; ``input`` fixes the static shape), ``openvino.save_model(...,
-compress_to_fp16=False)`` (the default would store fp16 weights), ``Core.compile_model(model, "CPU",
-config)`` with the properties ``INFERENCE_PRECISION_HINT`` (``bf16``/``f32``),
-``INFERENCE_NUM_THREADS``, ``NUM_STREAMS`` and ``PERFORMANCE_HINT`` (OpenVINO docs, "CPU device" and
-"Model conversion"), and ``InferRequest.set_output_tensor`` so results land in a tensor of ours.
+compress_to_fp16=...)`` (fp16 weights for bf16 inference, see :func:`ir_weights_storage`),
+``Core.compile_model(model, "CPU", config)`` with the properties ``INFERENCE_PRECISION_HINT``
+(``bf16``/``f32``), ``INFERENCE_NUM_THREADS``, ``NUM_STREAMS`` and ``PERFORMANCE_HINT`` (OpenVINO
+docs, "CPU device" and "Model conversion"), and ``InferRequest.set_output_tensor`` so results land in
+a tensor of ours.
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ __all__ = [
     "converted_model_path",
     "cpu_properties",
     "input_shape",
+    "ir_weights_storage",
     "openvino_available",
     "require_openvino",
     "weights_sha256",
@@ -112,6 +114,7 @@ class CacheKey:
     openvino_version: str
     precision: str  # "bf16" or "f32", OpenVINO's inference precision hint
     input_shape: tuple[int, ...]  # (1, channels, *patch size)
+    weights_storage: str  # "f16" or "f32": how the IR stores the weights (ir_weights_storage)
 
     def folder_name(self) -> str:
         shape = "x".join(str(size) for size in self.input_shape)
@@ -162,12 +165,24 @@ def convert_network(network: nn.Module, shape: tuple[int, ...]) -> Any:
         return openvino.convert_model(network, example_input=torch.zeros(shape), input=[shape])
 
 
+def ir_weights_storage(precision: str) -> str:
+    """How the IR stores the weights for inference in ``precision``: fp16 for bf16, fp32 for f32.
+
+    OpenVINO keeps the IR's weights resident besides its own repacked copy, so fp16 storage holds 68 MB
+    less for synapse (0.31 instead of 0.37 GB after compiling; 2-core AMD EPYC VM, 2026-12-04, see
+    ``benchmarks/RESULTS.md``). In bf16 the error against fp32 stays bf16's (max 6.6e-3 relative on a
+    synapse tile, 7.3e-3 from fp32 weights); f32 inference keeps fp32 weights, so as to equal torch's.
+    """
+    return "f16" if precision == "bf16" else "f32"
+
+
 def convert_into(network: nn.Module, key: CacheKey, folder: Path) -> None:
     """Convert ``network`` (as built, eval, fp32) to IR files and their manifest in ``folder`` (in this
     process: the converting child's job)."""
     openvino = require_openvino()
     model = convert_network(network, key.input_shape)
-    openvino.save_model(model, str(folder / _MODEL_FILE), compress_to_fp16=False)
+    compress = key.weights_storage == "f16"
+    openvino.save_model(model, str(folder / _MODEL_FILE), compress_to_fp16=compress)
     files = {name: _file_sha256(folder / name) for name in (_MODEL_FILE, _WEIGHTS_FILE)}
     manifest = {"key": key.as_json(), "files": files}
     (folder / _MANIFEST_FILE).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
@@ -285,7 +300,13 @@ def compile_network(network: nn.Module, precision: str, *, root: Path | None = N
         UnetrppError: OpenVINO is not installed, or the cache cannot be written.
     """
     openvino = require_openvino()
-    key = CacheKey(weights_sha256(network), openvino.get_version(), precision, input_shape(network))
+    key = CacheKey(
+        weights_sha256(network),
+        openvino.get_version(),
+        precision,
+        input_shape(network),
+        ir_weights_storage(precision),
+    )
     xml = converted_model_path(network.eval(), key, root)
     compiled = openvino.Core().compile_model(str(xml), "CPU", cpu_properties(precision))
     logger.info("OpenVINO %s: compiled %s in %s", openvino.get_version(), xml.parent.name, precision)
