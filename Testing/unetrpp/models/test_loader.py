@@ -133,6 +133,21 @@ def test_unknown_name_or_missing_file(tmp_path: Path) -> None:
         load_model(str(tmp_path / "model_final_checkpoint.model"))
 
 
+def test_a_bundled_model_name_is_the_model_even_where_a_folder_has_its_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--model demo`` from a folder that holds a ``demo`` folder (a study, say) is the bundled model;
+    ``./demo`` is the folder, and a name of no bundled model that exists is the path."""
+    (tmp_path / "demo").mkdir()
+    (tmp_path / "mine").mkdir()
+    monkeypatch.chdir(tmp_path)
+    assert load_model("demo").card.name == "demo"
+    with pytest.raises(ModelNotFoundError, match="^folder demo must hold exactly one model file"):
+        load_model("./demo")
+    with pytest.raises(ModelNotFoundError, match="^folder mine must hold exactly one model file"):
+        load_model("mine")
+
+
 def test_a_device_or_a_pipe_given_as_model_is_named_for_what_it_is(tmp_path: Path) -> None:
     pipe = tmp_path / "model_final_checkpoint.model"
     os.mkfifo(pipe)

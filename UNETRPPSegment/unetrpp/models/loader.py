@@ -130,7 +130,14 @@ def load_model_path(
 
 
 def _looks_like_path(name: str) -> bool:
-    return "/" in name or "\\" in name or name.lower().endswith(_PATH_SUFFIXES) or Path(name).exists()
+    """A path when it has a separator or a model suffix, or when it exists and names no bundled model:
+    ``demo`` is the bundled model even where the working folder holds a ``demo`` folder (``./demo`` is
+    the folder)."""
+    if "/" in name or "\\" in name or name.lower().endswith(_PATH_SUFFIXES):
+        return True
+    from unetrpp.models.registry import card_names
+
+    return Path(name).exists() and name.strip().lower() not in card_names()
 
 
 def load_model(
