@@ -1,9 +1,9 @@
 """Per-slice work of preprocessing spread over the threads the process computes with.
 
 SciPy's ``ndimage`` (under skimage's ``resize`` too) releases the GIL in its C loops, so independent
-slices run truly in parallel on threads, with bitwise the same result as one after another. Resizing
-150 CT slices of 512x512 to 513x513 (cubic, as the synapse plans do) took 3.0-3.2 s on one thread and
-1.4-1.5 s on two on a 2-core AMD EPYC VM (``benchmarks/RESULTS.md``, 2026-12-04).
+slices run truly in parallel on threads, with bitwise the same result as one after another. On a
+512x512x150 CT with the synapse plans, ``preprocess()`` took 3.72 s on one thread and 1.85 s on two, and
+``body_mask()`` 0.96 and 0.68 s (2-core AMD EPYC VM, ``benchmarks/RESULTS.md``, 2026-12-04).
 
 The thread count is torch's (``OMP_NUM_THREADS`` or the cores), so a limit a user or a cluster set for
 inference holds for preprocessing too.
