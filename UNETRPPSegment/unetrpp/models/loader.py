@@ -135,9 +135,15 @@ def _looks_like_path(name: str) -> bool:
     the folder)."""
     if "/" in name or "\\" in name or name.lower().endswith(_PATH_SUFFIXES):
         return True
-    from unetrpp.models.registry import card_names
+    if not Path(name).exists():
+        return False
+    from unetrpp.models.registry import find_card
 
-    return Path(name).exists() and name.strip().lower() not in card_names()
+    try:
+        find_card(name)  # the registry's own matching of names
+    except ModelNotFoundError:
+        return True
+    return False
 
 
 def load_model(
